@@ -1,0 +1,16 @@
+"""`talkplay recommend`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from talkplay.commands._common import not_yet, run_argument
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("recommend")
+    def _cmd(run: Path = run_argument(), query: str = typer.Argument(...)) -> None:
+        """Not yet available."""
+        not_yet("recommend")

@@ -1,0 +1,25 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from talkplay.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cli_lists_every_registered_subcommand():
+    out = subprocess.run([sys.executable, "-m", "talkplay.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    for name in names:
+        assert name in out.stdout
+
+
+def test_readme_commands_exist():
+    """Every `talkplay X` the README shows is a registered subcommand."""
+    readme = (REPO / "README.md").read_text()
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    used = set(re.findall(r"^\s*(?:\$ )?talkplay ([a-z]+)", readme, flags=re.M))
+    assert used, "README shows no talkplay commands"
+    assert used <= names, f"README mentions unknown subcommands: {used - names}"
