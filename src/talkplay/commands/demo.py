@@ -1,14 +1,95 @@
-"""`talkplay demo`."""
+"""`talkplay demo [--run runs/demo] [--serve] [--no-chat] [--json]`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
-from talkplay.commands._common import not_yet
+from talkplay.commands._common import JSON_HELP, emit_json
+
+ICONS = {"pending": "[dim]·[/]", "running": "[yellow]▶[/]", "done": "[green]✓[/]",
+         "skipped": "[green]✓[/]", "failed": "[red]✗[/]"}
+
+
+def _stage_line(st: Any) -> str:
+    took = f" {st.seconds:.1f} s" if st.seconds is not None and st.status != "skipped" else ""
+    words = {"skipped": "skipped, already complete", "running": "running…"}.get(st.status, st.status)
+    note = f" ({st.note})" if st.note and st.status == "failed" else ""
+    return f"  {ICONS.get(st.status, ' ')} {st.name:<9} {words}{took}{note}"
 
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
-    def _cmd() -> None:
-        """Not yet available."""
-        not_yet("demo")
+    def _cmd(
+        run: Path = typer.Option(Path("runs/demo"), "--run", help="Run directory (created if missing).",
+                                 file_okay=False),
+        serve: bool = typer.Option(False, "--serve", help="Open the web page instead of the terminal chat."),
+        no_chat: bool = typer.Option(False, "--no-chat", help="Stop after the evaluation table."),
+        catalog_limit: int = typer.Option(None, "--catalog-limit", help="Tracks to import."),
+        audio_limit: int = typer.Option(None, "--audio-limit", help="Tracks rendered to audio."),
+        model: str = typer.Option(None, "--model", help="Base model: alias, hub name or folder."),
+        port: int = typer.Option(8000, help="Port for --serve."),
+        config: Path = typer.Option(None, "--config", help="JSON file of DemoConfig fields; flags win.",
+                                    dir_okay=False),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " Implies --no-chat."),
+    ) -> None:
+        """Import the music21 catalog, encode, tokenize, build dialogs, train, evaluate, then chat.
+
+        Finished stages are skipped, so a second run goes straight to the chat and an
+        interrupted run resumes where it stopped.
+        """
+        from talkplay.demo import DemoConfig, run_demo
+        from talkplay.log import stderr_console
+        from talkplay.run import Run
+
+        overrides = {k: v for k, v in {"catalog_limit": catalog_limit, "audio_limit": audio_limit,
+                                       "model": model}.items() if v is not None}
+        cfg = DemoConfig.from_file(config, **overrides) if config else DemoConfig(**overrides)
+        r = Run(run)
+        stderr_console.print(f"[bold]talkplay demo[/] → {run}", highlight=False)
+
+        def on_status(_all: list[Any], st: Any) -> None:
+            stderr_console.print(_stage_line(st), markup=True, highlight=False)
+
+        result = run_demo(r, cfg, on_status=on_status)
+        stderr_console.print(f"  pipeline ready in {result['seconds']:.1f} s", highlight=False)
+        table = _eval_table(r)
+        if as_json:
+            emit_json(result)
+            return
+        if table:
+            stderr_console.print(table, markup=False, highlight=False)
+        if serve:
+            _serve(r, port)
+        elif not no_chat:
+            _chat(r)
+
+
+def _eval_table(run: Any) -> str | None:
+    """The evaluation's own Markdown table, as it wrote it under eval/."""
+    for name in ("table.md", "results.md", "report.md"):
+        p = run.eval_dir / name
+        if p.exists():
+            return p.read_text(encoding="utf-8")
+    return None
+
+
+def _serve(run: Any, port: int) -> None:
+    import threading
+    import webbrowser
+
+    from talkplay.serve import ServeConfig, serve_run
+
+    cfg = ServeConfig(run_dir=run.path, port=port)
+    cfg.validate()
+    # the server blocks; open the page once it is likely listening
+    threading.Timer(2.0, webbrowser.open, args=(f"http://{cfg.host}:{cfg.port}/",)).start()
+    serve_run(run, cfg)
+
+
+def _chat(run: Any) -> None:
+    from talkplay.chat import ChatConfig, chat_run
+
+    chat_run(run, ChatConfig())

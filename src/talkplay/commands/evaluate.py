@@ -1,4 +1,4 @@
-"""`talkplay eval`."""
+"""`talkplay eval RUN [--protocol cpcd|next-track] [--systems bm25,dense,...] [--json]`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,55 @@ from pathlib import Path
 
 import typer
 
-from talkplay.commands._common import not_yet, run_argument
+from talkplay.commands._common import JSON_HELP, emit_json, run_argument
 
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
-    def _cmd(run: Path = run_argument()) -> None:
-        """Not yet available."""
-        not_yet("eval")
+    def _cmd(
+        run: Path = run_argument(),
+        protocol: str = typer.Option("cpcd", "--protocol", help="cpcd (multi-turn, official) or next-track."),
+        systems: str = typer.Option(None, "--systems",
+                                    help="Comma-separated: random, popularity, bm25, bm25-all, dense, "
+                                         "cooccur, hybrid, talkplay. Default: all baselines, plus talkplay "
+                                         "when RUN/model exists."),
+        split: str = typer.Option("test", "--split", help="Held-out split to score: test or valid."),
+        conversations: Path = typer.Option(None, "--conversations",
+                                           help="Score a new test file (CPCD, TalkPlayData 2 or own JSONL) "
+                                                "instead of the run's split."),
+        fmt: str = typer.Option(None, "--format", help="Format of --conversations (cpcd, talkplaydata2, "
+                                                        "own); detected by default."),
+        pool: bool = typer.Option(False, "--pool",
+                                  help="next-track: rank only each session's candidate pool."),
+        predictions_out: Path = typer.Option(None, "--predictions-out",
+                                             help="Write per-turn rankings in CPCD's JSONL format here."),
+        limit: int = typer.Option(None, "--limit", help="Score only the first N conversations."),
+        n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95% CIs."),
+        seed: int = typer.Option(0, "--seed", help="Seed for random baselines and the bootstrap."),
+        leak_probe: bool = typer.Option(False, "--leak-probe",
+                                        help="Add the reference row that ranks test-only tracks first."),
+        no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ) -> None:
+        """Score baselines and TalkPlay side by side on held-out conversations."""
+        from talkplay.evaluate import EvalConfig, evaluate_run
+        from talkplay.evaluate.report import rich_table
+        from talkplay.run import Run
+
+        cfg = EvalConfig(
+            protocol=protocol,
+            systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
+            split=split, conversations=conversations, conversations_format=fmt, pool=pool,
+            predictions_out=predictions_out, limit=limit, n_boot=n_boot, seed=seed,
+            leak_probe=leak_probe, plots=not no_plots,
+        )
+        result = evaluate_run(Run(run), cfg)
+        if as_json:
+            emit_json(result)
+            return
+        from rich.console import Console
+
+        console = Console()
+        console.print(rich_table(result))
+        for key, path in result["files"].items():
+            console.print(f"[dim]{key}: {path}[/]", highlight=False)

@@ -1,0 +1,224 @@
+"""Load test of `talkplay serve`: simulated users chatting and asking for recommendations.
+
+Run as ``nice python benchmarks/load.py RUN --users 16 --seconds 60`` (starts
+``talkplay serve RUN`` on a free loopback port, pinned to ``--cores`` CPUs with taskset
+where available) or ``--url http://127.0.0.1:8000`` against a running server. Each user
+starts a session, then alternates ``POST /v1/recommend`` (k=10) and ``POST
+/v1/chat/completions`` (k=3, the session's history, like the web page), likes a track now
+and then, and starts over every ``--turns`` turns. Prints p50/p99 latency per kind,
+throughput, errors (any non-2xx but 429, or a dropped connection), 429s from the bounded
+queue (counted apart), and the server's RSS before (after warm-up) and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+QUERIES = [
+    "calm piano for reading", "something upbeat to work out to", "sad songs for a rainy day",
+    "baroque chorales", "folk songs with a simple melody", "music for a dinner party",
+    "a quiet string quartet", "energetic dance music", "something like what I liked before",
+    "slow and peaceful", "a hymn for choir", "music from the renaissance",
+]
+
+
+def percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    i = min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))
+    return xs[i]
+
+
+def start_server(run: Path, cores: int, extra: list[str]) -> tuple[subprocess.Popen, str, Path]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "talkplay.cli", "serve", str(run), "--port", str(port), *extra]
+    if cores and shutil.which("taskset") and (os.cpu_count() or 1) > cores:
+        cmd = ["taskset", "-c", ",".join(str(i) for i in range(cores)), *cmd]
+    log = Path(tempfile.mkstemp(prefix="talkplay-serve-", suffix=".log")[1])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url, log
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    sys.exit("server did not start in 600 s")
+
+
+def rss_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except Exception:
+        return None
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lat: dict[str, list[float]] = {"recommend": [], "chat": []}
+        self.errors: dict[str, int] = {"recommend": 0, "chat": 0, "feedback": 0}
+        self.busy: dict[str, int] = {"recommend": 0, "chat": 0, "feedback": 0}
+        self.samples: list[str] = []
+
+    def add(self, kind: str, seconds: float, r: httpx.Response | None, err: str | None = None) -> bool:
+        with self.lock:
+            if r is not None and r.status_code == 429:
+                self.busy[kind] += 1
+                return False
+            if r is None or r.status_code >= 300:
+                self.errors[kind] += 1
+                if len(self.samples) < 5:
+                    self.samples.append(err or f"{kind}: {r.status_code} {r.text[:200]}")
+                return False
+            if kind in self.lat:
+                self.lat[kind].append(seconds)
+            return True
+
+
+def user(url: str, seed: int, deadline: float, turns: int, stats: Stats) -> None:
+    rng = random.Random(seed)
+    with httpx.Client(base_url=url, timeout=600) as c:
+        while time.monotonic() < deadline:
+            try:
+                sid = c.post("/v1/sessions").json()["id"]
+            except (httpx.HTTPError, ValueError) as e:
+                stats.add("chat", 0, None, f"session: {e}")
+                time.sleep(0.5)
+                continue
+            messages: list[dict] = []
+            for _ in range(turns):
+                if time.monotonic() >= deadline:
+                    return
+                for kind in ("recommend", "chat"):
+                    q = rng.choice(QUERIES)
+                    if kind == "recommend":
+                        path, body = "/v1/recommend", {"query": q, "k": 10, "session_id": sid}
+                    else:
+                        messages.append({"role": "user", "content": q})
+                        path, body = "/v1/chat/completions", {"messages": messages, "session_id": sid}
+                    t0 = time.perf_counter()
+                    try:
+                        r = c.post(path, json=body)
+                        ok = stats.add(kind, time.perf_counter() - t0, r)
+                    except httpx.HTTPError as e:
+                        stats.add(kind, 0, None, f"{kind}: {type(e).__name__} {e}")
+                        ok, r = False, None
+                    if kind == "chat":
+                        if ok:
+                            msg = r.json()["choices"][0]["message"]
+                            messages.append({"role": "assistant", "content": msg["content"],
+                                             "tracks": [{"id": t["id"]} for t in msg["tracks"]]})
+                            if msg["tracks"] and rng.random() < 0.5:
+                                fb = c.post(f"/v1/sessions/{sid}/feedback", json={
+                                    "track_id": rng.choice(msg["tracks"])["id"],
+                                    "feedback": rng.choice(["liked", "rejected"])})
+                                stats.add("feedback", 0, fb)
+                        else:
+                            messages.pop()
+                    if r is not None and r.status_code == 429:
+                        time.sleep(float(r.headers.get("retry-after", "1")))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", nargs="?", type=Path, help="run directory to serve")
+    ap.add_argument("--url", help="an already running server instead of RUN")
+    ap.add_argument("--pid", type=int, help="with --url: the server's process id, to read its RSS")
+    ap.add_argument("--users", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--turns", type=int, default=4, help="turns per session before starting over")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--max-queue", type=int, default=32)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args()
+    if bool(args.run) == bool(args.url):
+        ap.error("give RUN or --url")
+    proc, log = None, None
+    url = args.url
+    if args.run:
+        proc, url, log = start_server(args.run, args.cores, ["--max-queue", str(args.max_queue)])
+    try:
+        health = httpx.get(url + "/health", timeout=10).json()
+        pid = proc.pid if proc else args.pid
+        # warm-up: one of each, so lazy loading is not counted as growth
+        with httpx.Client(base_url=url, timeout=600) as c:
+            c.post("/v1/recommend", json={"query": "warm up", "k": 10})
+            c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "warm up"}]})
+        rss0 = rss_mb(pid)
+        stats = Stats()
+        deadline = time.monotonic() + args.seconds
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=user, args=(url, i, deadline, args.turns, stats))
+                   for i in range(args.users)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        rss1 = rss_mb(pid)
+        after = httpx.get(url + "/health", timeout=10).json()
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(30)
+    result = {
+        "model": health["model"], "catalog_tracks": health["catalog"]["tracks"], "users": args.users,
+        "seconds": round(wall, 1), "cpus": os.cpu_count(),
+        "requests_ok": {k: len(v) for k, v in stats.lat.items()},
+        "throughput_rps": round(sum(len(v) for v in stats.lat.values()) / wall, 2),
+        "latency_s": {k: {"p50": round(percentile(v, 50), 3), "p99": round(percentile(v, 99), 3),
+                          "mean": round(statistics.fmean(v), 3) if v else None}
+                      for k, v in stats.lat.items()},
+        "errors": stats.errors, "busy_429": stats.busy, "error_samples": stats.samples,
+        "rss_mb": {"before": rss0 and round(rss0), "after": rss1 and round(rss1),
+                   "growth": rss0 and rss1 and round(rss1 - rss0)},
+        "queue_after": after["queue"],
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    model = result["model"]
+    print(f"model {model.get('name')} ({model.get('base', model.get('engine'))}), {result['catalog_tracks']} "
+          f"tracks, {args.users} users, {result['seconds']} s, {result['cpus']} CPUs")
+    print("| kind | ok | p50 s | p99 s | errors | 429 |")
+    print("|---|---|---|---|---|---|")
+    for k in ("recommend", "chat"):
+        lat = result["latency_s"][k]
+        print(f"| {k} | {result['requests_ok'][k]} | {lat['p50']} | {lat['p99']} | {stats.errors[k]} "
+              f"| {stats.busy[k]} |")
+    print(f"throughput {result['throughput_rps']} req/s; feedback errors {stats.errors['feedback']}; "
+          f"RSS {result['rss_mb']['before']} -> {result['rss_mb']['after']} MB")
+    for s in stats.samples:
+        print("error sample:", s)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Build a run's dialogs: imported + synthetic + alignment conversations, split and written.
+
+``info = build_dialogs(Run("runs/x"), DialogsConfig(synthesize=500, seed=0))`` writes
+``dialogs/{train,valid,test}.jsonl`` atomically and records counts in ``run.json``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from talkplay.atomic import write_jsonl_atomic
+from talkplay.catalog import Catalog, Conversation
+from talkplay.dialogs.splits import SPLITS, split_conversations
+from talkplay.dialogs.synth import Synthesizer
+from talkplay.errors import InputError
+from talkplay.log import get_logger, progress
+from talkplay.run import Run
+
+log = get_logger(__name__)
+
+AUTO_MAX = 2000
+
+
+@dataclass
+class DialogsConfig:
+    """What ``build_dialogs`` makes: ``DialogsConfig(synthesize=500, seed=1, teacher=None)``.
+
+    - ``synthesize``: synthetic conversations to generate; None = automatic (one per track,
+      at most 2,000, when the catalog has no imported conversations; none otherwise).
+    - ``align``: catalog-alignment examples ("play TITLE by ARTIST" for every track, and,
+      with ``align_reverse``, "what is this track? <music>"), packed ``align_turns`` per
+      conversation; train split only.
+    - ``include_imported``: the catalog's own conversations (CPCD, TalkPlayData 2 ...).
+    - ``teacher`` / ``teacher_model``: an OpenAI-compatible base URL that rewrites
+      synthetic turns; ``teacher_max`` caps how many conversations it sees.
+    """
+
+    synthesize: int | None = None
+    seed: int = 0
+    min_turns: int = 2
+    max_turns: int = 5
+    align: bool = True
+    align_reverse: bool = True
+    align_turns: int = 6
+    include_imported: bool = True
+    valid_frac: float = 0.05
+    test_frac: float = 0.1
+    teacher: str | None = None
+    teacher_model: str | None = None
+    teacher_max: int | None = None
+
+    def validate(self) -> None:
+        """Raise ``InputError`` naming the flag that is out of range."""
+        if self.synthesize is not None and self.synthesize < 0:
+            raise InputError("must be 0 or more", field="--synthesize")
+        if not 1 <= self.min_turns <= self.max_turns:
+            raise InputError("need 1 <= min_turns <= max_turns", field="--max-turns")
+        if self.align_turns < 1:
+            raise InputError("must be at least 1", field="--align-turns")
+        for name in ("valid_frac", "test_frac"):
+            v = getattr(self, name)
+            if not 0 <= v < 1:
+                raise InputError("must be in [0, 1)", field="--" + name.replace("_", "-"))
+        if self.valid_frac + self.test_frac >= 1:
+            raise InputError("valid and test fractions leave nothing to train on", field="--test-frac")
+        if self.teacher is not None and "://" not in self.teacher:
+            raise InputError("expected an http(s) URL of an OpenAI-compatible endpoint", field="--teacher")
+
+
+def synthesize_count(cfg: DialogsConfig, catalog: Catalog) -> int:
+    """How many synthetic conversations ``cfg`` asks for on this catalog."""
+    if cfg.synthesize is not None:
+        return cfg.synthesize
+    if cfg.include_imported and catalog.conversations:
+        return 0
+    return min(AUTO_MAX, len(catalog.tracks))
+
+
+def alignment_conversations(syn: Synthesizer, cfg: DialogsConfig) -> list[Conversation]:
+    """Every track once as "play TITLE", and once as "what is this?" with ``align_reverse``."""
+    items = [(t.id, "play") for t in syn.catalog.tracks]
+    if cfg.align_reverse:
+        items += [(t.id, "describe") for t in syn.catalog.tracks]
+    random.Random(f"align-order:{cfg.seed}").shuffle(items)
+    chunks = [items[i: i + cfg.align_turns] for i in range(0, len(items), cfg.align_turns)]
+    return [syn.alignment(chunk, i) for i, chunk in enumerate(chunks)]
+
+
+def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
+    """Make and write the run's dialogs; returns counts (``{"train": n, ...}``) and sources."""
+    cfg = cfg or DialogsConfig()
+    cfg.validate()
+    t0 = time.time()
+    catalog = run.load_catalog()
+    if not catalog.tracks:
+        raise InputError("the catalog has no tracks", file=str(run.path / "catalog.parquet"))
+    imported = [c for c in catalog.conversations if c.turns] if cfg.include_imported else []
+    syn = Synthesizer(catalog, seed=cfg.seed, min_turns=cfg.min_turns, max_turns=cfg.max_turns)
+    n = synthesize_count(cfg, catalog)
+    synthetic = [syn.conversation(i) for i in progress(range(n), total=n, desc="synthesizing")]
+    teacher_info = None
+    if cfg.teacher and synthetic:
+        from talkplay.dialogs.teacher import rewrite_conversations
+
+        teacher_info = rewrite_conversations(synthetic, catalog, cfg.teacher, cfg.teacher_model,
+                                             cfg.teacher_max)
+    aligned = alignment_conversations(syn, cfg) if cfg.align else []
+    splits = split_conversations(imported + synthetic + aligned, cfg.valid_frac, cfg.test_frac, cfg.seed)
+    run.dialogs_dir.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        write_jsonl_atomic(run.dialogs_dir / f"{name}.jsonl", [c.to_dict() for c in splits[name]])
+    counts = {name: len(splits[name]) for name in SPLITS}
+    turns = {name: sum(len(c.turns) for c in splits[name]) for name in SPLITS}
+    sources = {name: dict(Counter(c.source or "unknown" for c in splits[name])) for name in SPLITS}
+    kinds = Counter(t.extra.get("kind", "imported") for c in splits["train"] for t in c.turns)
+    info: dict[str, Any] = {
+        **counts,
+        "turns": turns,
+        "sources": sources,
+        "kinds_train": dict(sorted(kinds.items())),
+        "imported": len(imported),
+        "synthesized": n,
+        "alignment": len(aligned),
+        "dropped_duplicates": len(imported) + n + len(aligned) - sum(counts.values()),
+        "config": asdict(cfg),
+        "seconds": round(time.time() - t0, 2),
+    }
+    if teacher_info:
+        info["teacher"] = teacher_info
+    run.record("dialogs", info)
+    log.info("dialogs: %d train, %d valid, %d test conversations", *(counts[s] for s in SPLITS))
+    return info

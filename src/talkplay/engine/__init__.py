@@ -1,0 +1,22 @@
+"""Constrained generation, ranking, replies, explanations and chat sessions.
+
+``from talkplay.engine import Engine``; ``Engine.load(run_dir).respond(conversation, k=3)``.
+"""
+
+from talkplay.engine.constraint import MusicVocab, TrieConstraint
+from talkplay.engine.core import (
+    Engine,
+    EngineConfig,
+    Recommendation,
+    Response,
+    TalkPlayRecommender,
+    clean_reply,
+    session_exclude,
+)
+from talkplay.engine.ranking import rank_tracks
+from talkplay.engine.session import Session
+
+__all__ = [
+    "Engine", "EngineConfig", "MusicVocab", "Recommendation", "Response", "Session",
+    "TalkPlayRecommender", "TrieConstraint", "clean_reply", "rank_tracks", "session_exclude",
+]

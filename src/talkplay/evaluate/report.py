@@ -1,0 +1,197 @@
+"""Reports of an ``evaluate_run`` result: a side-by-side table (terminal, Markdown, JSON)
+and two plots (hit@10 per turn per system, hit@k curves).
+
+``write_report(run.eval_dir, result)`` writes ``<name>.json``, ``<name>.md``,
+``<name>.hit10_per_turn.png`` and ``<name>.hit_at_k.png``; ``rich_table(result)`` is what
+``talkplay eval`` prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from talkplay.atomic import write_json_atomic, write_text_atomic
+from talkplay.evaluate.metrics import K_VALUES
+
+MAIN_METRICS = ("hit@1", "hit@10", "hit@100", "mrr@100", "recall@100", "ndcg@10")
+CPCD_ATTRIBUTION = ("CPCD: Chaganty et al., \"Beyond Single Items: Exploring User Preferences in Item "
+                    "Sets with the Conversational Playlist Curation Dataset\", SIGIR 2023; "
+                    "data licensed CC BY 4.0.")
+
+
+def _cell(agg: dict[str, Any], metric: str, average: str, ci: bool) -> str:
+    value = agg.get(average, {}).get(metric)
+    if value is None:
+        return "–"
+    if not ci or metric not in agg.get("ci", {}).get(average, {}):
+        return f"{value:.3f}"
+    lo, hi = agg["ci"][average][metric]
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def table_rows(result: dict[str, Any], metrics: tuple[str, ...] = MAIN_METRICS, average: str = "macro",
+               part: str = "all", ci: bool = True, timing: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the side-by-side table; the leak probe is labelled as not a system."""
+    header = ["system", "turns", *metrics] + (["fit s", "predict s"] if timing else [])
+    rows = []
+    for name, s in result["systems"].items():
+        agg = s[part]
+        label = name if s.get("is_system", True) else f"{name} (not a system)"
+        row = [label, str(agg.get("n_turns", 0)), *[_cell(agg, m, average, ci) for m in metrics]]
+        if timing:
+            row += [f"{s['fit_seconds']:.1f}", f"{s['predict_seconds']:.1f}"]
+        rows.append(row)
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def rich_table(result: dict[str, Any], average: str = "macro") -> Table:
+    """The terminal table: every system side by side, macro values with 95% CIs."""
+    conv = result["conversations"]
+    title = (f"{result['protocol']} on {conv['n']} conversations / {conv['n_turns']} turns "
+             f"({average}, 95% bootstrap CI)")
+    header, rows = table_rows(result, average=average)
+    table = Table(title=title)
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+def per_turn_markdown(result: dict[str, Any], metric: str = "hit@10") -> str:
+    turns: list[Any] = []
+    for s in result["systems"].values():
+        for e in s["all"]["per_turn"]:
+            if e["turn"] not in turns:
+                turns.append(e["turn"])
+    header = ["system", *[f"turn {t}" for t in turns]]
+    rows = []
+    for name, s in result["systems"].items():
+        by = {e["turn"]: e for e in s["all"]["per_turn"]}
+        rows.append([name, *[f"{by[t][metric]:.3f}" if t in by else "–" for t in turns]])
+    counts = next(iter(result["systems"].values()))["all"]["per_turn"]
+    rows.append(["(turns scored)", *[str({e["turn"]: e["n"] for e in counts}.get(t, 0)) for t in turns]])
+    return markdown_table(header, rows)
+
+
+def markdown_report(result: dict[str, Any]) -> str:
+    """The whole report as Markdown: main, micro, cold and warm tables and the per-turn view."""
+    conv, cat = result["conversations"], result["catalog"]
+    parts = [
+        f"# Evaluation: {result['name']}",
+        "",
+        f"- run: `{result['run']}`",
+        f"- protocol: `{result['protocol']}`" + (" (ranking restricted to each session's pool)"
+                                                   if result.get("pool") else ""),
+        f"- conversations: {conv['n']} from `{conv['source']}`, {conv['n_turns']} scored turns; "
+        f"systems fit on {conv['n_train']} training conversations",
+        f"- catalog: {cat['n_tracks']} tracks, {cat['cold_tracks']} never in training conversations"
+        + (f", {cat['new_tracks']} added from the test file" if cat.get("new_tracks") else ""),
+        "",
+        "## Macro average (mean over conversations of the per-conversation mean), 95% bootstrap CI",
+        "",
+        markdown_table(*table_rows(result)),
+        "",
+        "## Micro average (mean over turns)",
+        "",
+        markdown_table(*table_rows(result, average="micro", timing=False)),
+        "",
+        f"## Cold: {result['cold_definition']} (macro)",
+        "",
+        markdown_table(*table_rows(result, part="cold", timing=False)),
+        "",
+        "## Warm: gold restricted to tracks seen in training conversations (macro)",
+        "",
+        markdown_table(*table_rows(result, part="warm", timing=False)),
+        "",
+        "## hit@10 per turn (micro within each turn index)",
+        "",
+        per_turn_markdown(result),
+        "",
+    ]
+    if any(not s.get("is_system", True) for s in result["systems"].values()):
+        parts += ["The leak-probe row is not a system: it ranks tracks absent from all training data first, "
+                  "in random order, to show how much a score could owe to that signal.", ""]
+    if result["protocol"] == "cpcd" or "cpcd" in str(conv["source"]).lower():
+        parts += [CPCD_ATTRIBUTION, ""]
+    return "\n".join(parts)
+
+
+def plot_per_turn(result: dict[str, Any], path: Path, metric: str = "hit@10") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, s in result["systems"].items():
+        pts = [(e["turn"], e[metric]) for e in s["all"]["per_turn"] if isinstance(e["turn"], int)]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name,
+                    linestyle="-" if s.get("is_system", True) else ":")
+    first = next(iter(result["systems"].values()))["all"]["per_turn"]
+    counts = [(e["turn"], e["n"]) for e in first if isinstance(e["turn"], int)]
+    if counts:  # late turns are few; show how many each point averages
+        ax.set_xticks([t for t, _ in counts], [f"{t}\n(n={n})" for t, n in counts], fontsize=8)
+    ax.set_xlabel("turn index (scored turns)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per turn — {result['name']}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save_fig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_hit_curves(result: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, s in result["systems"].items():
+        macro = s["all"]["macro"]
+        ks = [k for k in K_VALUES if f"hit@{k}" in macro]
+        ax.plot(ks, [macro[f"hit@{k}"] for k in ks], marker="o", label=name,
+                linestyle="-" if s.get("is_system", True) else ":")
+    ax.set_xscale("log")
+    ax.set_xticks(list(K_VALUES), [str(k) for k in K_VALUES])
+    ax.set_xlabel("k")
+    ax.set_ylabel("hit@k (macro)")
+    ax.set_title(f"hit@k — {result['name']}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save_fig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _save_fig(fig: Any, path: Path) -> None:
+    from talkplay.atomic import write_atomic
+
+    write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110), suffix=".png")
+
+
+def write_report(eval_dir: Path, result: dict[str, Any], plots: bool = True) -> dict[str, str]:
+    """Write JSON, Markdown and (optionally) plots for ``result``; returns their paths."""
+    eval_dir = Path(eval_dir)
+    name = result["name"]
+    files = {"json": str(eval_dir / f"{name}.json"), "markdown": str(eval_dir / f"{name}.md")}
+    if plots:
+        files["plot_per_turn"] = str(plot_per_turn(result, eval_dir / f"{name}.hit10_per_turn.png"))
+        files["plot_hit_at_k"] = str(plot_hit_curves(result, eval_dir / f"{name}.hit_at_k.png"))
+    write_text_atomic(files["markdown"], markdown_report(result))
+    write_json_atomic(files["json"], {**result, "files": {**result.get("files", {}), **files}})
+    return files

@@ -1,0 +1,304 @@
+"""One interface for every importer, a registry, and the shared reading helpers.
+
+An importer turns files into a ``Catalog``: ``get_importer("cpcd").load(path, issues)``.
+``import_into_run(Run(out), ImportConfig(source="cpcd", path=...))`` merges the result
+into a run directory (idempotent by id) and writes it atomically, after every row has
+been validated, so a failed import leaves the run as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from talkplay.catalog import Catalog, Track, validate_track
+from talkplay.errors import InputError
+from talkplay.log import get_logger
+
+log = get_logger(__name__)
+
+MAX_EXAMPLES = 10  # skipped rows listed by name in the summary; the rest are only counted
+
+
+class Issues:
+    """Collects bad rows: raises the first one, or records it when ``skip_invalid``.
+
+    Use as ``issues.report(InputError(...))`` inside an importer's loop, then ``continue``.
+    """
+
+    def __init__(self, skip_invalid: bool = False) -> None:
+        self.skip_invalid = skip_invalid
+        self.skipped: list[InputError] = []
+
+    def report(self, err: InputError) -> None:
+        if not self.skip_invalid:
+            raise err
+        log.debug("skipped: %s", err)
+        self.skipped.append(err)
+
+    def summary(self) -> dict[str, Any]:
+        """``{"count": n, "by_reason": {...}, "examples": [...]}`` for the CLI and run.json."""
+        reasons = Counter(f"{e.field or 'record'}: {e.reason}" if len(e.reason) < 60
+                          else f"{e.field or 'record'}: {e.reason[:57]}..." for e in self.skipped)
+        return {
+            "count": len(self.skipped),
+            "by_reason": dict(reasons.most_common()),
+            "examples": [str(e) for e in self.skipped[:MAX_EXAMPLES]],
+        }
+
+
+class Importer:
+    """Base class: subclasses set ``name`` and implement ``load``.
+
+    ``load(path, issues, **options) -> Catalog`` reads ``path`` (a file, a folder, or
+    ``"-"`` where the source has a built-in default) and reports bad rows to ``issues``.
+    Unknown options raise ``InputError`` naming the option.
+    """
+
+    name: str = ""
+    description: str = ""
+    options: tuple[str, ...] = ()
+
+    def load(self, path: str, issues: Issues, **options: Any) -> Catalog:
+        raise NotImplementedError
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        unknown = sorted(k for k, v in options.items() if v is not None and k not in self.options)
+        if unknown:
+            allowed = ", ".join(self.options) or "none"
+            raise InputError(f"source '{self.name}' does not take option(s) {', '.join(unknown)} "
+                             f"(allowed: {allowed})", field=f"--{unknown[0]}")
+
+
+REGISTRY: dict[str, Callable[[], Importer]] = {}
+
+
+def register(cls: type[Importer]) -> type[Importer]:
+    """Class decorator adding an importer to ``REGISTRY`` under ``cls.name``."""
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    # importing the modules runs their @register decorators
+    from talkplay.sources import cpcd, mpd, music21, table, talkplaydata2  # noqa: F401
+
+
+def get_importer(name: str) -> Importer:
+    """The importer registered as ``name``; ``InputError`` listing the known ones otherwise."""
+    _load_builtin()
+    if name not in REGISTRY:
+        raise InputError(f"unknown source '{name}' (known: {', '.join(sorted(REGISTRY))})", field="SOURCE")
+    return REGISTRY[name]()
+
+
+def source_names() -> list[str]:
+    _load_builtin()
+    return sorted(REGISTRY)
+
+
+# --- importing into a run ------------------------------------------------------------
+
+
+@dataclass
+class ImportConfig:
+    """What to import: ``ImportConfig(source="table", path="songs.csv", options={"map": {...}})``."""
+
+    source: str
+    path: str
+    skip_invalid: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def import_into_run(run: Any, cfg: ImportConfig) -> dict[str, Any]:
+    """Import ``cfg.path`` with ``cfg.source`` and merge it into ``run`` (a ``Run``).
+
+    Returns counts (read, new and total), the skip summary and timings. Nothing is
+    written unless the whole input was read and validated.
+    """
+    info, _ = import_tracks_into_run(run, cfg)
+    return info
+
+
+def import_tracks_into_run(run: Any, cfg: ImportConfig) -> tuple[dict[str, Any], list[Track]]:
+    """Like ``import_into_run`` but also returns the tracks that were new to the run."""
+    importer = get_importer(cfg.source)
+    opts = {k: v for k, v in cfg.options.items() if v is not None}
+    importer.check_options(opts)
+    t0 = time.perf_counter()
+    issues = Issues(cfg.skip_invalid)
+    new = importer.load(cfg.path, issues, **opts)
+    t_read = time.perf_counter() - t0
+    # load before merging so a broken existing catalog fails loudly instead of being replaced
+    cat = Catalog.load(run.path) if Catalog.exists(run.path) else Catalog()
+    before = set(cat.index)
+    added = cat.merge(new)
+    new_tracks = [t for t in new.tracks if t.id not in before]
+    cat.save(run.path)
+    info = {
+        "source": cfg.source,
+        "path": str(cfg.path),
+        "options": opts,
+        "read": {"tracks": len(new.tracks), "playlists": len(new.playlists),
+                 "conversations": len(new.conversations)},
+        "added": added,
+        "total": {"tracks": len(cat.tracks), "playlists": len(cat.playlists),
+                  "conversations": len(cat.conversations)},
+        "skipped": issues.summary(),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "read_seconds": round(t_read, 2),
+        "run": str(run.path),
+    }
+    sources = dict(run.stage("import").get("sources", {}))
+    keep = ("options", "read", "added", "skipped", "seconds")
+    sources[f"{cfg.source}:{cfg.path}"] = {k: info[k] for k in keep}
+    run.record("import", {"sources": sources, "total": info["total"]})
+    log.info("imported %s: %d tracks, %d playlists, %d conversations new (%d skipped)",
+             cfg.source, added["tracks"], added["playlists"], added["conversations"], len(issues.skipped))
+    return info, new_tracks
+
+
+# --- reading helpers shared by the importers -----------------------------------------
+
+
+def add_unique(cat: Catalog, track: Track, issues: Issues, *, file: str, line: int | None = None,
+               row: int | None = None) -> bool:
+    """Add ``track``; a second track with the same id in one input is reported as bad input."""
+    if track.id in cat.index:
+        issues.report(InputError(f"duplicate track id {track.id!r}", file=file, line=line, row=row,
+                                 field="id"))
+        return False
+    return cat.add_track(track)
+
+
+def read_text(path: Path, issues: Issues | None = None) -> str:
+    """Read a UTF-8 text file; invalid bytes raise ``InputError`` naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"invalid UTF-8 (byte 0x{data[e.start]:02x})", file=str(path), line=line) from None
+
+
+def read_json(path: Path) -> Any:
+    """Parse one JSON document; errors name the file and line."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"broken JSON: {e.msg} (column {e.colno})", file=str(path), line=e.lineno) from None
+
+
+def iter_jsonl(path: Path, issues: Issues) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line; bad lines go to ``issues``."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                issues.report(InputError(f"invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})",
+                                         file=str(path), line=n))
+                continue
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                issues.report(InputError(f"broken JSON: {e.msg} (column {e.colno})", file=str(path), line=n))
+                continue
+            if not isinstance(obj, dict):
+                issues.report(InputError(f"expected a JSON object, got {type(obj).__name__}",
+                                         file=str(path), line=n))
+                continue
+            yield n, obj
+
+
+def iter_csv(path: Path, issues: Issues) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, row)`` for a CSV/TSV file with a header line.
+
+    Rows whose lines hold invalid UTF-8 go to ``issues`` (the others still import).
+    """
+    data = path.read_bytes()
+    bad_lines: set[int] = set()
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            bad_lines.add(n)
+    text = data.decode("utf-8-sig", errors="replace")
+    sample = text[:4096]
+    delimiter = "\t" if path.suffix.lower() == ".tsv" or sample.count("\t") > sample.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    if 1 in bad_lines:
+        raise InputError("invalid UTF-8 in the header line", file=str(path), line=1)
+    start = 2
+    try:
+        for row in reader:
+            end = reader.line_num
+            first, start = start, end + 1
+            if any(first <= b <= end for b in bad_lines):
+                issues.report(InputError("invalid UTF-8", file=str(path), line=first))
+                continue
+            if None in row:  # more cells than header columns
+                issues.report(InputError(f"{len(row[None])} more cell(s) than header columns",
+                                         file=str(path), line=first))
+                continue
+            yield first, {k: (v if v != "" else None) for k, v in row.items()}
+    except csv.Error as e:
+        raise InputError(f"broken CSV: {e}", file=str(path), line=reader.line_num) from None
+
+
+def iter_parquet(path: Path, issues: Issues) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(row_number, row)`` (1-based) from a Parquet file."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a file that is not Parquet
+        raise InputError(f"not a readable Parquet file: {e}", file=str(path)) from None
+    n = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            n += 1
+            yield n, row
+
+
+def make_track(d: dict[str, Any], issues: Issues, *, file: str, line: int | None = None,
+               row: int | None = None, check_audio: bool = True) -> Track | None:
+    """``validate_track`` that reports to ``issues`` and returns None for a skipped row."""
+    try:
+        return validate_track(d, file=file, line=line, row=row, check_audio=check_audio)
+    except InputError as e:
+        issues.report(e)
+        return None
+
+
+def existing_path(path: str, what: str = "input") -> Path:
+    """``Path(path)`` if it exists, else ``InputError`` naming it."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{what} not found", file=str(p))
+    return p
+
+
+def snapshot(cat: Catalog) -> tuple[int, int, int]:
+    """Sizes of the three tables, for ``rollback`` after a record fails half-way."""
+    return len(cat.tracks), len(cat.playlists), len(cat.conversations)
+
+
+def rollback(cat: Catalog, snap: tuple[int, int, int]) -> None:
+    """Drop what a half-parsed record added, so a skipped record leaves no trace."""
+    nt, npl, ncv = snap
+    for t in cat.tracks[nt:]:
+        del cat.index[t.id]
+    del cat.tracks[nt:]
+    del cat.playlists[npl:]
+    del cat.conversations[ncv:]

@@ -1,0 +1,358 @@
+"""Supervised fine-tuning of a base LM on a run's dialogs, with an expanded music vocabulary.
+
+``train_run(Run("runs/demo"), TrainConfig(base_model="tiny", max_steps=300))`` loads the base
+(``talkplay.model.load_base``), adds the music tokens (``expand_vocab``), renders
+``dialogs/train.jsonl`` with ``talkplay.dialogs.render`` (labels only where the loss mask is
+1) and trains with ``transformers.Trainer`` (full fine-tuning, or LoRA through peft with the
+new token rows trained as ``trainable_token_indices``). It writes checkpoints under
+``run/checkpoints`` every ``save_every`` steps, the log and a loss plot under ``run/train``,
+and finally ``run/model``: a ``save_pretrained`` folder (LoRA merged, tokenizer with music
+tokens included) that plain ``transformers`` loads, written atomically.
+
+Multi-process data parallel needs no flag: launch the same command with
+``torchrun --nproc_per_node N -m talkplay.cli train RUN ...`` (or ``accelerate launch``);
+the Trainer sees the process group (gloo on CPU, NCCL on GPUs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from talkplay.atomic import write_json_atomic, write_jsonl_atomic
+from talkplay.catalog import Conversation
+from talkplay.errors import TalkPlayError
+from talkplay.log import ProgressBar, get_logger
+from talkplay.run import Run
+
+log = get_logger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """What ``talkplay train`` does; each field is the flag of the same name.
+
+    ``max_steps`` > 0 overrides ``epochs``; ``keep_layers`` keeps only the first N
+    transformer layers of the base (a cheaper model for CPU budgets); ``lora`` trains
+    low-rank adapters plus the music-token rows instead of every weight.
+    """
+
+    base_model: str = "tiny"
+    init: str = "mean_cov"
+    lora: bool = False
+    lora_rank: int = 16
+    epochs: float = 1.0
+    max_steps: int = -1
+    lr: float = 5e-4
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    save_every: int = 200
+    resume: bool = False
+    keep_layers: int | None = None
+    warmup_ratio: float = 0.03
+    seed: int = 0
+    threads: int | None = None
+    log_every: int = 1
+
+    def validate(self) -> None:
+        checks = [
+            (self.lora_rank > 0, "--lora-rank must be positive"),
+            (self.epochs > 0 or self.max_steps > 0, "--epochs must be positive"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.batch_size > 0, "--batch-size must be positive"),
+            (self.max_length >= 16, "--max-length must be at least 16"),
+            (self.save_every > 0, "--save-every must be positive"),
+            (self.keep_layers is None or self.keep_layers > 0, "--keep-layers must be positive"),
+            (self.init in ("mean_cov", "describe"), "--init must be mean_cov or describe"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise TalkPlayError(msg)
+
+
+# --- data ---------------------------------------------------------------------------
+
+
+def encode_dialogs(convs: list[Conversation], tokenizer: Any, music: Any, max_length: int) -> list[dict]:
+    """Render conversations to ``{"input_ids", "labels"}`` rows (rows with no target dropped)."""
+    from talkplay.dialogs import RenderConfig, render
+
+    rcfg = RenderConfig(max_length=max_length)
+    rows = []
+    for c in convs:
+        r = render(c, tokenizer, music, rcfg)
+        if any(r.loss_mask):
+            rows.append({"input_ids": r.input_ids, "labels": r.labels()})
+    return rows
+
+
+class Collator:
+    """Right-pads a batch: ``Collator(pad_id)(rows)`` -> input_ids, attention_mask, labels."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        n = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), n), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        for i, r in enumerate(rows):
+            m = len(r["input_ids"])
+            ids[i, :m] = torch.tensor(r["input_ids"])
+            labels[i, :m] = torch.tensor(r["labels"])
+            mask[i, :m] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# --- model --------------------------------------------------------------------------
+
+
+def keep_first_layers(model: Any, n: int) -> int:
+    """Drop all but the first ``n`` transformer layers (in place); returns the layer count kept."""
+    body = getattr(model, "model", None)
+    layers = getattr(body, "layers", None)
+    if layers is None:
+        raise TalkPlayError("--keep-layers works with Llama-style models (model.model.layers)")
+    n = min(n, len(layers))
+    body.layers = layers[:n]
+    model.config.num_hidden_layers = n
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:n]
+    return n
+
+
+def music_token_ids(tokenizer: Any, music: Any) -> list[int]:
+    from talkplay.model import music_token_strings
+
+    return [int(i) for i in tokenizer.convert_tokens_to_ids(music_token_strings(music))]
+
+
+def add_lora(model: Any, cfg: TrainConfig, new_ids: list[int]) -> Any:
+    """Wrap with LoRA adapters on every linear layer; music-token rows (and head rows) train too."""
+    from peft import LoraConfig, get_peft_model
+
+    from talkplay.model import is_tied
+
+    tokens: dict[str, list[int]] = {"embed_tokens": new_ids}
+    if not is_tied(model):
+        tokens["lm_head"] = new_ids
+    lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, lora_dropout=0.0,
+                      target_modules="all-linear", trainable_token_indices=tokens, task_type="CAUSAL_LM")
+    return get_peft_model(model, lcfg)
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 over every parameter (replicas of a data-parallel run must agree)."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_model_atomic(model: Any, tokenizer: Any, target: Path, extra: dict[str, Any]) -> None:
+    """``save_pretrained`` model + tokenizer into a temp folder, then rename onto ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    old = None
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / "talkplay.json", extra)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# --- the run ------------------------------------------------------------------------
+
+
+def _progress_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        """Loss and tokens/s on a ``talkplay.log.ProgressBar`` (main process only)."""
+
+        def __init__(self) -> None:
+            self.bar: ProgressBar | None = None
+            self.loss: float | None = None
+
+        def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001
+            if state.is_world_process_zero:
+                self.bar = ProgressBar(total=state.max_steps, desc="train").__enter__()
+                self.bar.update(state.global_step)
+                self.t0, self.tok0 = time.perf_counter(), state.num_input_tokens_seen
+
+        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+            if self.bar is not None:
+                rate = (state.num_input_tokens_seen - self.tok0) / max(time.perf_counter() - self.t0, 1e-9)
+                loss = f"loss {self.loss:.3f} · " if self.loss is not None else ""
+                self.bar.update(1, status=f"{loss}{rate:,.0f} tok/s")
+
+        def on_train_end(self, args, state, control, **kw):  # noqa: ANN001
+            if self.bar is not None:
+                self.bar.__exit__(None, None, None)
+                self.bar = None
+
+    return ProgressCallback()
+
+
+def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
+    """Training loss per step as a PNG (atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from talkplay.atomic import write_atomic
+
+    pts = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if pts:
+        ax.plot(*zip(*pts, strict=True), lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("talkplay train")
+    fig.tight_layout()
+    write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=100), suffix=".png")
+    plt.close(fig)
+
+
+def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
+    """Fine-tune on ``run``'s dialogs and write ``run/model``; returns a summary dict."""
+    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.utils import logging as hf_logging
+
+    from talkplay.dialogs import load_dialogs
+    from talkplay.model import expand_vocab, load_base
+    from talkplay.tokenizer import MusicTokenizer
+
+    cfg.validate()
+    hf_logging.disable_progress_bar()  # progress is ours, on stderr
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    music = MusicTokenizer.load(run.tokenizer_dir)
+    convs = load_dialogs(run, "train")
+    model, tok = load_base(cfg.base_model)
+    layers = keep_first_layers(model, cfg.keep_layers) if cfg.keep_layers else None
+    vocab_info = expand_vocab(model, tok, music, init=cfg.init, seed=cfg.seed)
+    new_ids = music_token_ids(tok, music)
+    rows = encode_dialogs(convs, tok, music, cfg.max_length)
+    if not rows:
+        raise TalkPlayError(f"{run.dialogs_dir / 'train.jsonl'} has no conversation with a supervised turn")
+    n_tokens = sum(len(r["input_ids"]) for r in rows)
+    if cfg.lora:
+        model = add_lora(model, cfg, new_ids)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model.train()
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(run.checkpoints_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        learning_rate=cfg.lr,
+        weight_decay=0.0,
+        warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type="linear",
+        logging_steps=cfg.log_every,
+        save_strategy="steps",
+        save_steps=cfg.save_every,
+        report_to=[],
+        disable_tqdm=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        use_cpu=not cuda,
+        ddp_backend=None if cuda or world == 1 else "gloo",
+        ddp_find_unused_parameters=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=Collator(tok.pad_token_id),
+                      callbacks=[_progress_callback()])
+    trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout; ours go to stderr
+    resume_from = None
+    if cfg.resume:
+        resume_from = get_last_checkpoint(str(run.checkpoints_dir)) if run.checkpoints_dir.exists() else None
+        if resume_from is None:
+            log.warning("--resume: no checkpoint in %s; starting from the beginning", run.checkpoints_dir)
+    log.info("training %s on %d conversations (%s tokens), %s trainable parameters%s",
+             cfg.base_model, len(rows), f"{n_tokens:,}", f"{trainable:,}", " (LoRA)" if cfg.lora else "")
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    train_s = time.perf_counter() - t0
+    state = trainer.state
+    history = [h for h in state.log_history if "loss" in h or "train_runtime" in h]
+
+    model = trainer.model
+    if hasattr(model, "module"):
+        model = model.module
+    digest = weights_digest(model)
+    train_dir = run.path / "train"
+    if world > 1:
+        write_json_atomic(train_dir / f"replica-{rank}.json", {"rank": rank, "step": state.global_step,
+                                                               "weights_sha256": digest})
+    summary: dict[str, Any] = {
+        "config": asdict(cfg),
+        "steps": state.global_step,
+        "epochs": round(float(state.epoch or 0), 3),
+        "conversations": len(rows),
+        "dataset_tokens": n_tokens,
+        "tokens_seen": int(state.num_input_tokens_seen),
+        "tokens_per_s": round(state.num_input_tokens_seen / max(train_s, 1e-9), 1),
+        "train_seconds": round(train_s, 1),
+        "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+        "first_loss": next((h["loss"] for h in history if "loss" in h), None),
+        "train_loss": getattr(result, "training_loss", None),
+        "trainable_parameters": trainable,
+        "vocab": vocab_info,
+        "kept_layers": layers,
+        "world_size": world,
+        "rank": rank,
+        "resumed_from": resume_from,
+        "model_dir": str(run.model_dir),
+    }
+    if not trainer.is_world_process_zero():
+        return summary
+    if cfg.lora:
+        model = model.merge_and_unload()
+    model.eval()
+    model.config.use_cache = True
+    save_model_atomic(model, tok, run.model_dir, {
+        "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora, "kept_layers": layers,
+        "music_token_ids": [min(new_ids), max(new_ids)], "steps": state.global_step})
+    write_jsonl_atomic(train_dir / "log.jsonl", history)
+    plot_loss(history, train_dir / "loss.png")
+    summary["seconds"] = round(time.perf_counter() - t_start, 1)
+    summary["loss_plot"] = str(train_dir / "loss.png")
+    record = {k: v for k, v in summary.items() if k != "vocab"}
+    run.record("train", record | {"added_tokens": vocab_info["added"]})
+    return summary

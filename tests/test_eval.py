@@ -1,0 +1,176 @@
+"""`talkplay eval` end to end on a synthetic run, and the protocols' turn-by-turn rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from talkplay.catalog import Conversation, Track, Turn
+from talkplay.cli import app
+from talkplay.evaluate import EvalConfig, evaluate_run, make_cases
+from talkplay.evaluate.splits import run_split
+from talkplay.run import Run
+from test_baselines import make_synthetic_run
+
+runner = CliRunner()
+FAST = "random,popularity,bm25,bm25-all,cooccur,hybrid"
+
+
+@pytest.fixture
+def run(tmp_path) -> Run:
+    return make_synthetic_run(tmp_path / "run")
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    return result
+
+
+def test_cpcd_cases_follow_the_official_rules():
+    conv = Conversation(id="c", goal=["a", "b", "c", "d", "e"], turns=[
+        Turn(user="u0", assistant="s0", liked=["a", "b", "c", "d"], disliked=["z"]),
+        Turn(user="u1", assistant="s1", liked=["e"]),
+        Turn(user="u2", assistant="s2", liked=[]),
+        Turn(user="u3", assistant="s3"),
+    ])
+    cases = make_cases("cpcd", [conv])
+    assert [c.turn_index for c in cases] == [0, 1, 2, 3]
+    c0, c1, c2, _ = cases
+    assert c0.gold == ["a", "b", "c", "d", "e"] and c0.exclude == frozenset()
+    assert c1.gold == ["d", "e"] and c1.exclude == {"a", "b", "c"}
+    assert c2.gold == ["d"] and c2.exclude == {"a", "b", "c", "e"}
+    # what the system sees: user queries 0..i, responses 0..i-1, only the seeds as tracks
+    ctx = c2.context
+    assert [t.user for t in ctx.turns] == ["u0", "u1", "u2"]
+    assert [t.assistant for t in ctx.turns] == ["s0", "s1", ""]
+    assert ctx.turns[0].liked == ["a", "b", "c"] and ctx.turns[0].disliked == []
+    assert ctx.goal == [] and c2.k == 100
+    # once every goal track has been a seed, later turns are skipped
+    conv.turns[2].liked = ["d"]
+    assert [c.turn_index for c in make_cases("cpcd", [conv])] == [0, 1, 2]
+
+
+def test_next_track_cases_with_and_without_pool():
+    conv = Conversation(id="s", extra={"pool": ["p1", "p2", "p3", "p4"]}, turns=[
+        Turn(user="hi", assistant="try this", recommended=["p1"]),
+        Turn(user="again", recommended=["p1"]),  # a repeat is not a new recommendation
+        Turn(user="more", recommended=["p3"]),
+    ])
+    ids = ["p1", "p2", "p3", "p4", "x1", "x2"]
+    cases = make_cases("next-track", [conv], ids)
+    assert [(c.turn_index, c.gold) for c in cases] == [(0, ["p1"]), (2, ["p3"])]
+    assert cases[1].context.turns[0].recommended == ["p1"] and cases[1].context.turns[-1].recommended == []
+    pooled = make_cases("next-track", [conv], ids, pool=True)
+    assert pooled[1].exclude == {"p1", "x1", "x2"} and pooled[1].k == 3
+
+
+def test_eval_cli_prints_table_and_writes_reports(run, tmp_path):
+    out = tmp_path / "preds"
+    res = invoke("eval", str(run.path), "--systems", FAST, "--predictions-out", str(out), "--n-boot", "50")
+    assert res.exit_code == 0, res.output
+    for name in ("random", "bm25-all", "hybrid", "hit@10", "mrr@100"):
+        assert name in res.output
+    files = {p.name for p in run.eval_dir.iterdir()}
+    assert {"cpcd.json", "cpcd.md", "cpcd.hit10_per_turn.png", "cpcd.hit_at_k.png"} <= files
+    md = (run.eval_dir / "cpcd.md").read_text()
+    assert "| system |" in md and "Cold" in md and "per turn" in md
+    report = json.loads((run.eval_dir / "cpcd.json").read_text())
+    test_ids = {c.id for c in run_split(run).test}
+    assert report["conversations"]["n"] == len(test_ids) > 0
+    lines = (out / "bm25.cpcd.jsonl").read_text().splitlines()
+    assert len(lines) == report["conversations"]["n_turns"]
+    for line in lines:
+        row = json.loads(line)
+        dialog, turn = row["docid"].split(":")
+        assert dialog in test_ids and int(turn) >= 0
+        assert len({n["docid"] for n in row["neighbor"]}) == len(row["neighbor"]) > 0
+    # genre-word conversations: text and co-occurrence baselines beat random
+    sysm = report["systems"]
+    assert sysm["bm25-all"]["all"]["macro"]["hit@10"] > sysm["random"]["all"]["macro"]["hit@10"]
+    assert sysm["cooccur"]["all"]["macro"]["hit@10"] > sysm["random"]["all"]["macro"]["hit@10"]
+
+
+def test_eval_json_is_one_object(run):
+    res = invoke("eval", str(run.path), "--systems", "popularity,bm25", "--json", "--no-plots",
+                 "--n-boot", "20")
+    assert res.exit_code == 0
+    obj = json.loads(res.stdout)
+    assert set(obj["systems"]) == {"popularity", "bm25"}
+    agg = obj["systems"]["bm25"]["all"]
+    assert set(agg["macro"]) >= {"hit@1", "hit@5", "hit@10", "hit@20", "hit@100", "recall@100", "ndcg@10",
+                                 "mrr@100"}
+    lo, hi = agg["ci"]["macro"]["hit@10"]
+    assert lo <= agg["macro"]["hit@10"] <= hi
+    assert agg["per_turn"] and agg["per_turn"][0]["turn"] == 0
+
+
+def test_split_is_deterministic_and_recorded(run, tmp_path):
+    a = run_split(run)
+    other = make_synthetic_run(tmp_path / "again")
+    b = run_split(other)
+    assert [c.id for c in a.test] == [c.id for c in b.test]
+    assert run.stage("eval_split")["test_ids"] == sorted(c.id for c in a.test)
+    assert not {c.id for c in a.train} & {c.id for c in a.test}
+
+
+def test_eval_refuses_conversations_the_run_trained_on(run, tmp_path):
+    train = run_split(run).train
+    f = tmp_path / "leak.jsonl"
+    renamed = Conversation(id="brand-new-id", turns=train[0].turns, goal=train[0].goal)
+    f.write_text(json.dumps(renamed.to_dict()) + "\n")
+    res = runner.invoke(app, ["eval", str(run.path), "--conversations", str(f), "--systems", "bm25"])
+    assert res.exit_code != 0
+    assert "trained" in str(res.exception) and "leak" in str(res.exception)
+
+
+def test_eval_new_conversation_file_adds_cold_tracks(run, tmp_path):
+    from talkplay.catalog import Catalog
+
+    f = tmp_path / "new.jsonl"
+    convs = [Conversation(id=f"new-{i}", goal=["jazz-1", "brand-new-track"], turns=[
+        Turn(user="some fresh jazz please", liked=["jazz-1"]), Turn(user="and another")]) for i in range(3)]
+    f.write_text("".join(json.dumps(c.to_dict()) + "\n" for c in convs))
+    # own format carries no track metadata, so the new track is unknown: it stays out of the catalog
+    result = evaluate_run(run, EvalConfig(conversations=f, systems=["bm25"], n_boot=0, plots=False))
+    assert result["conversations"]["n"] == 3 and result["catalog"]["new_tracks"] == 0
+    # a CPCD-format file carries metadata: its new track joins the catalog and counts as cold
+    cpcd = tmp_path / "new_cpcd.jsonl"
+    cpcd.write_text(json.dumps({
+        "id": "fresh-dialog", "goal_playlist": ["jazz-1", "yt-new"],
+        "tracks": {"jazz-1": {"track_titles": "Sunny Jazz Song 1", "track_artists": ["x"]},
+                   "yt-new": {"track_titles": "Brand New Jazz", "track_artists": ["Newcomer"],
+                              "track_release_titles": "Debut"}},
+        "turns": [{"user_query": "fresh jazz", "system_response": "ok", "liked_results": ["jazz-1"],
+                   "disliked_results": [], "search_queries": [], "search_results": []},
+                  {"user_query": "more jazz", "system_response": "", "liked_results": ["yt-new"],
+                   "disliked_results": [], "search_queries": [], "search_results": []}]}) + "\n")
+    result = evaluate_run(run, EvalConfig(conversations=cpcd, systems=["bm25"], n_boot=0, plots=False))
+    assert result["catalog"]["new_tracks"] == 1
+    assert "yt-new" in Catalog.load(run.path)
+    assert result["systems"]["bm25"]["cold"]["n_turns"] >= 1
+
+
+def test_eval_bad_options_are_clear_errors(run):
+    for args, needle in ((["--protocol", "nope"], "protocol"), (["--systems", "bm26"], "bm26"),
+                         (["--pool"], "pool")):
+        res = runner.invoke(app, ["eval", str(run.path), *args])
+        assert res.exit_code != 0 and needle in str(res.exception)
+
+
+def test_eval_next_track_on_synthetic_dialogs(run):
+    result = evaluate_run(run, EvalConfig(protocol="next-track", systems=["random", "cooccur"], n_boot=0,
+                                          plots=False))
+    assert result["protocol"] == "next-track" and result["conversations"]["n_turns"] > 0
+
+
+def test_leak_probe_is_labelled_not_a_system(run):
+    run.load_catalog()
+    cat = run.load_catalog()
+    cat.add_track(Track(id="orphan", title="Orphan"))
+    cat.save(run.path)
+    result = evaluate_run(run, EvalConfig(systems=["bm25"], leak_probe=True, n_boot=0, plots=False))
+    assert result["systems"]["leak-probe"]["is_system"] is False
+    md = (run.eval_dir / "cpcd.md").read_text()
+    assert "leak-probe (not a system)" in md
