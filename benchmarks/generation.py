@@ -84,6 +84,24 @@ def gen_speed(engine: Engine, prompt: list[int], n: int, constrained: bool) -> f
     return n / dt
 
 
+def processor_cost(engine: Engine, prompt: list[int], calls: int = 300) -> tuple[float, float]:
+    """Mean seconds per ``TrieConstraint`` call outside and inside a music span (vocab-wide scores)."""
+    vocab = engine.vocab
+    scores = torch.randn(1, engine.model.config.vocab_size)
+    seq = next(iter(vocab.sequences.values()))
+    inside = torch.tensor([prompt + [vocab.open_id, *seq[:-1]]])
+    outside = torch.tensor([prompt + [vocab.open_id, *seq, vocab.close_id, 100]])
+    out = []
+    for ids in (outside, inside):
+        proc = TrieConstraint(vocab)
+        proc(ids[:, :len(prompt)], scores)  # marks the prompt
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            proc(ids, scores)
+        out.append((time.perf_counter() - t0) / calls)
+    return out[0], out[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base-model", default="smollm2-135m")
@@ -95,7 +113,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    console = Console()
+    console = Console(width=160)
     engine, what = build_engine(args)
     conv = Conversation(id="bench", turns=[Turn(user=QUERY)])
     prompt = engine.prompt_ids(conv)
@@ -114,6 +132,12 @@ def main() -> None:
     t.add_row("unconstrained", f"{max(free):.1f}", "")
     t.add_row("trie-constrained", f"{max(cons):.1f}", f"{100 * (1 - max(cons) / max(free)):+.1f}%")
     console.print(t)
+    out_s, in_s = processor_cost(engine, prompt)
+    step = 1 / max(free)
+    console.print(f"LogitsProcessor alone: {out_s * 1e6:.0f} µs/step outside a span, "
+                  f"{in_s * 1e6:.0f} µs/step "
+                  f"inside; {100 * max(out_s, in_s) / step:.1f}% of one unconstrained decode step "
+                  f"({step * 1e3:.1f} ms)")
 
     t = Table(title="recommend latency (prompt forward + ranking), best of repeats")
     for c in ("k", "method", "seconds", "tracks returned"):

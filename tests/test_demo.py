@@ -25,7 +25,7 @@ def tiny_config(**over) -> DemoConfig:
         tokenize={"k": 8},
         dialogs={"synthesize": 40, "align_reverse": False},
         train={"max_steps": 2, "batch_size": 4, "max_length": 128, "save_every": 1000},
-        evaluate={"systems": ["bm25", "talkplay"], "n_boot": 0, "plots": False},
+        evaluate={"protocol": "next-track", "systems": ["bm25", "talkplay"], "n_boot": 0, "plots": False},
     )
     base.update(over)
     return DemoConfig(**base)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from typer.testing import CliRunner
 
 from talkplay.catalog import Catalog, Conversation, Playlist, Track, Turn
@@ -248,6 +249,9 @@ def test_config_errors_name_the_flag():
         EncodeConfig(shard=(2, 2)).validate()
     with pytest.raises(InputError, match="--batch-size"):
         EncodeConfig(batch_size=0).validate()
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="--device"):
+            EncodeConfig(device="cuda").validate()
 
 
 def test_cli_encode_json(encoded, tmp_path, caplog):
@@ -277,7 +281,7 @@ def test_bad_audio_in_a_catalog_is_logged_per_track(tmp_path, caplog):
     Catalog([Track(id="ok", title="x"), bad]).save(run.path)
     with caplog.at_level(logging.WARNING, logger="talkplay"):
         info = encode_run(run, EncodeConfig(modalities=("audio",)))
-    assert info["modalities"]["audio"]["present"] == 0
+    assert info["modalities"]["audio"]["present"] == 0 and info["modalities"]["audio"]["failed"] == 1
     assert any("bad" in r.getMessage() and "fake.ogg" in r.getMessage() for r in caplog.records)
 
 
@@ -311,3 +315,19 @@ def test_an_interrupted_run_resumes_from_saved_progress(encoded, tmp_path, monke
     assert not list((run.embeddings_dir / "shards").glob("metadata.part-*.npz"))
     np.testing.assert_allclose(np.load(run.embeddings_dir / "metadata.npy"),
                                np.load(src.embeddings_dir / "metadata.npy"), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_music21_demo_slice_end_to_end(tmp_path):
+    """The demo path: import real music21 works, encode every modality, audio for a sample."""
+    from talkplay.sources import ImportConfig, import_into_run
+
+    run = Run(tmp_path / "run")
+    import_into_run(run, ImportConfig(source="music21", path="-", options={"limit": 40}))
+    info = encode_run(run, EncodeConfig(audio_limit=4, audio_seconds=10))
+    m = info["modalities"]
+    assert m["metadata"]["present"] == 40 and m["tags"]["present"] > 0
+    assert m["audio"]["sampled"] == 4 and m["audio"]["present"] >= 3  # a score may fail to render
+    assert len(list((run.cache_dir / "audio").glob("*.wav"))) == m["audio"]["present"]
+    again = encode_run(run, EncodeConfig(audio_limit=4, audio_seconds=10))
+    assert all(e["encoded"] == 0 for e in again["modalities"].values())

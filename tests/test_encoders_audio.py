@@ -177,7 +177,7 @@ def test_bad_audio_is_masked_with_a_warning_never_a_crash(bad_files, tmp_path, c
         emb, probs, mask, stats = AudioEncoder().encode_tracks(tracks, batch_size=4)
     assert mask.tolist() == [t.id == "fine" for t in tracks]
     assert np.all(emb[~mask] == 0) and np.any(emb[mask] != 0)
-    assert abs(stats["audio_seconds"] - 4.0) < 1e-6
+    assert abs(stats["audio_seconds"] - 4.0) < 1e-6 and stats["failed"] == len(tracks) - 1
     warned = {r.getMessage().split("track ")[1].split(":")[0] for r in caplog.records}
     assert warned == {t.id for t in tracks} - {"fine"}
 

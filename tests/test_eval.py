@@ -174,3 +174,17 @@ def test_leak_probe_is_labelled_not_a_system(run):
     assert result["systems"]["leak-probe"]["is_system"] is False
     md = (run.eval_dir / "cpcd.md").read_text()
     assert "leak-probe (not a system)" in md
+
+
+def test_eval_refusal_is_one_clear_line_from_the_real_command(run, tmp_path):
+    import subprocess
+    import sys
+
+    train = run_split(run).train
+    f = tmp_path / "leak.jsonl"
+    f.write_text(json.dumps(train[1].to_dict()) + "\n")
+    cmd = [sys.executable, "-m", "talkplay.cli", "eval", str(run.path), "--conversations", str(f),
+           "--systems", "bm25"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "error:" in out.stderr and train[1].id in out.stderr and "Traceback" not in out.stderr

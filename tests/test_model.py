@@ -9,6 +9,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from talkplay.errors import TalkPlayError
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN
 from talkplay.model import (
+    _describe_rows,
+    _description,
     _mean_cov_rows,
     expand_vocab,
     is_tied,
@@ -71,13 +73,19 @@ def test_expand_vocab_keeps_old_rows_and_inits_new(name, init, music):
     assert torch.isfinite(new_rows).all()
     assert len({tuple(r.tolist()) for r in new_rows}) == len(strings)  # no two alike
     if init == "describe":
+        # rows are a linear image of the descriptions' embeddings (their layout is kept),
+        # centred on the old rows' mean
         fresh = load_tokenizer(name)
-        for s in [strings[2], strings[5], strings[-1]]:
-            sub = fresh(music.describe(s), add_special_tokens=False)["input_ids"]
-            i = tok.convert_tokens_to_ids(s)
-            assert torch.allclose(w_in[i], old_in[sub].mean(0), atol=1e-6)
-            if name == "tiny-untied":
-                assert torch.allclose(w_out[i], old_out[sub].mean(0), atol=1e-6)
+        for w_new, w_old in [(w_in, old_in)] + ([(w_out, old_out)] if name == "tiny-untied" else []):
+            desc = torch.stack([w_old[fresh(_description(music, s), add_special_tokens=False)["input_ids"]]
+                                .mean(0) for s in strings]).double()
+            new = w_new[new_ids].detach().double()
+            mu = w_old.double().mean(0)
+            assert torch.allclose(new.mean(0), mu, atol=1e-5)
+            dev = desc - desc.mean(0)
+            fit = torch.linalg.lstsq(dev, new - mu).solution
+            assert torch.allclose(dev @ fit, new - mu, atol=1e-4)
+        assert "cluster" not in _description(music, strings[5]) and _description(music, strings[5])
     else:
         # mean/cov sampling: new rows sit at the scale of old ones, not at zero or at the mean
         assert new_rows.norm(dim=1).mean() == pytest.approx(old_in.norm(dim=1).mean().item(), rel=0.35)
@@ -98,6 +106,19 @@ def test_mean_cov_rows_follow_the_old_distribution():
     assert torch.allclose(torch.cov(rows.T), torch.cov(old.T), atol=0.08)
     tight = _mean_cov_rows(old, 10, torch.Generator().manual_seed(1), cov_scale=1e-8)
     assert torch.allclose(tight, old.mean(0).expand(10, 3), atol=1e-3)
+
+
+def test_describe_rows_take_the_old_mean_and_covariance():
+    gen = torch.Generator().manual_seed(0)
+    old = torch.randn(3000, 6, generator=gen) @ torch.randn(6, 6, generator=gen) + 2.0
+    # 300 descriptions, each the mean of 4 sub-tokens out of the first 50 (frequent) rows
+    pieces = [torch.randint(0, 50, (4,), generator=gen).tolist() for _ in range(300)]
+    rows = _describe_rows(old, pieces, torch.zeros(300, 6), old_count=3000)
+    assert torch.allclose(rows.mean(0), old.mean(0), atol=1e-4)
+    assert torch.allclose(torch.cov(rows.T), torch.cov(old.T), atol=1e-3)
+    same = [pieces[0], list(reversed(pieces[0])), []]  # equal descriptions, equal rows; none: fallback
+    rows = _describe_rows(old, pieces[1:] + same, torch.full((302, 6), 7.0), old_count=3000)
+    assert torch.allclose(rows[299], rows[300]) and torch.equal(rows[301], torch.full((6,), 7.0))
 
 
 def test_music_tokens_survive_decode_and_tokenize_to_one_id_each(music):

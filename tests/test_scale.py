@@ -43,13 +43,12 @@ def test_scaling_doc_names_every_config():
         assert f"configs/{cfg.name}" in doc, f"docs/scaling.md does not describe {cfg.name}"
 
 
-@pytest.mark.slow
 def test_ddp_two_cpu_processes_train_identical_replicas(tmp_path):
     """`accelerate launch --config_file configs/ddp_cpu_2proc.yaml` runs `talkplay train` on
     two gloo ranks: both finish the same number of steps with bit-identical weights.
 
     The plain `torchrun` launch is covered in test_train.py; this one checks the accelerate
-    config that docs/scaling.md gives to GPU users (slow: two model loads on two cores)."""
+    config that docs/scaling.md gives to GPU users (~10 s on 2 cores)."""
     if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
         pytest.skip("accelerate's launcher is not installed")
     from synth_run import build_synth_run

@@ -109,6 +109,17 @@ def test_session_prevents_repeats_and_keeps_feedback(http):
                  "feedback")
 
 
+def test_session_that_has_heard_everything_gets_an_empty_list_not_an_error(http):
+    n = http.get("/health").json()["catalog"]["tracks"]
+    sid = http.post("/v1/sessions").json()["id"]
+    first = http.post("/v1/recommend", json={"query": "anything", "k": n, "session_id": sid})
+    assert len(first.json()["tracks"]) == n
+    again = http.post("/v1/recommend", json={"query": "anything", "k": 3, "session_id": sid})
+    assert again.status_code == 200 and again.json()["tracks"] == []
+    chat = http.post(CHAT, json={"messages": HI, "session_id": sid})
+    assert chat.status_code == 200 and "could not find" in chat.json()["choices"][0]["message"]["content"]
+
+
 # --- OpenAI compatibility ---------------------------------------------------------------
 
 

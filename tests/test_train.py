@@ -109,8 +109,13 @@ def test_cli_rejects_bad_settings_and_missing_dialogs(tmp_path):
 
 
 def test_two_process_data_parallel_replicas_agree(tmp_path):
+    import socket
+
     run = build_synth_run(tmp_path / "run", n_train=48)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+    with socket.socket() as s:  # a free port for the process group's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "talkplay.cli", "train", str(run.path), "--max-steps", "2", "--batch-size", "2",
            "--max-length", "128", "--lr", "1e-2", "--threads", "1", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -96,7 +97,12 @@ def encode_dialogs(convs: list[Conversation], tokenizer: Any, music: Any, max_le
 
 
 class Collator:
-    """Right-pads a batch: ``Collator(pad_id)(rows)`` -> input_ids, attention_mask, labels."""
+    """Right-pads a batch: ``Collator(pad_id)(rows)`` -> input_ids, labels.
+
+    No attention mask on purpose: with right padding and causal attention no real token
+    ever attends to a pad, and pads carry no loss, so the mask changes nothing but moves
+    attention off the fused causal kernel onto the slower masked path.
+    """
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
@@ -105,13 +111,11 @@ class Collator:
         n = max(len(r["input_ids"]) for r in rows)
         ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), n), dtype=torch.long)
         for i, r in enumerate(rows):
             m = len(r["input_ids"])
             ids[i, :m] = torch.tensor(r["input_ids"])
             labels[i, :m] = torch.tensor(r["labels"])
-            mask[i, :m] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return {"input_ids": ids, "labels": labels}
 
 
 # --- model --------------------------------------------------------------------------
@@ -297,7 +301,7 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
         ddp_find_unused_parameters=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=Collator(tok.pad_token_id),
-                      callbacks=[_progress_callback()])
+                      processing_class=tok, callbacks=[_progress_callback()])
     trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout; ours go to stderr
     resume_from = None
     if cfg.resume:
@@ -333,6 +337,7 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
         "first_loss": next((h["loss"] for h in history if "loss" in h), None),
         "train_loss": getattr(result, "training_loss", None),
         "trainable_parameters": trainable,
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "vocab": vocab_info,
         "kept_layers": layers,
         "world_size": world,

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         Finished stages are skipped, so a second run goes straight to the chat and an
         interrupted run resumes where it stopped.
         """
-        from talkplay.demo import DemoConfig, run_demo
+        from talkplay.demo import DemoConfig, plan, run_demo
         from talkplay.log import stderr_console
         from talkplay.run import Run
 
@@ -53,27 +53,22 @@ def register(app: typer.Typer) -> None:
         def on_status(_all: list[Any], st: Any) -> None:
             stderr_console.print(_stage_line(st), markup=True, highlight=False)
 
+        for st in plan(r, cfg):
+            word = "complete, will be skipped" if st.status == "done" else "to do"
+            stderr_console.print(f"  {ICONS[st.status]} {st.name:<9} {word}", markup=True, highlight=False)
         result = run_demo(r, cfg, on_status=on_status)
         stderr_console.print(f"  pipeline ready in {result['seconds']:.1f} s", highlight=False)
-        table = _eval_table(r)
         if as_json:
             emit_json(result)
             return
-        if table:
-            stderr_console.print(table, markup=False, highlight=False)
+        if result.get("evaluation"):
+            from talkplay.evaluate.report import rich_table
+
+            stderr_console.print(rich_table(result["evaluation"]))
         if serve:
             _serve(r, port)
         elif not no_chat:
             _chat(r)
-
-
-def _eval_table(run: Any) -> str | None:
-    """The evaluation's own Markdown table, as it wrote it under eval/."""
-    for name in ("table.md", "results.md", "report.md"):
-        p = run.eval_dir / name
-        if p.exists():
-            return p.read_text(encoding="utf-8")
-    return None
 
 
 def _serve(run: Any, port: int) -> None:
@@ -90,6 +85,11 @@ def _serve(run: Any, port: int) -> None:
 
 
 def _chat(run: Any) -> None:
-    from talkplay.chat import ChatConfig, chat_run
+    import sys
 
-    chat_run(run, ChatConfig())
+    from rich.console import Console
+
+    from talkplay.engine import Engine
+    from talkplay.engine.chat import chat_loop
+
+    chat_loop(Engine.load(run.path), sys.stdin, Console())

@@ -41,6 +41,10 @@ def _print_summary(info: dict[str, Any]) -> None:
                       f"{e.get('missing', 0):,}", f"{e.get('encoded', 0):,}", f"{e.get('cached', 0):,}")
     console = Console()
     console.print(table)
+    failed = info["modalities"].get("audio", {}).get("failed")
+    if failed:
+        console.print(f"[yellow]{failed} track(s) had unusable audio (reasons in the warnings above); "
+                      "their audio mask is False[/]")
     tags = info["modalities"].get("tags", {})
     if tags.get("from_audio"):
         console.print(f"{tags['from_audio']} tracks without tags use their musicnn top tags")
@@ -66,6 +70,8 @@ def register(app: typer.Typer) -> None:
                                               "a later run without --shard merges the shards."),
         force: bool = typer.Option(False, "--force", help="Recompute everything, ignoring cached rows."),
         seed: int = typer.Option(0, "--seed", help="Random seed (co-occurrence SVD)."),
+        device: str = typer.Option("cpu", "--device",
+                                   help="Torch device for the models: cpu, cuda, cuda:1, mps."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Embed every track per modality (text, audio, co-occurrence); re-runs reuse cached rows."""
@@ -75,7 +81,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = EncodeConfig(modalities=tuple(_split(modalities)) or DEFAULT_ORDER, text_model=text_model,
                            batch_size=batch_size, audio_limit=audio_limit, audio_seconds=audio_seconds,
-                           cooccur_dim=cooccur_dim, shard=_parse_shard(shard), force=force, seed=seed)
+                           cooccur_dim=cooccur_dim, shard=_parse_shard(shard), force=force, seed=seed,
+                           device=device)
         info = encode_run(Run(run), cfg)
         if as_json:
             emit_json(info)

@@ -52,9 +52,14 @@ def register(app: typer.Typer) -> None:
         if as_json:
             emit_json(result)
             return
+        import sys
+
         from rich.console import Console
 
-        console = Console()
+        # Piped output has no width to fit; keep the side-by-side table on one line per row.
+        console = Console(width=None if sys.stdout.isatty() else 200)
         console.print(rich_table(result))
+        if any(s["cold"]["n_turns"] for s in result["systems"].values()):
+            console.print(rich_table(result, part="cold"))
         for key, path in result["files"].items():
             console.print(f"[dim]{key}: {path}[/]", highlight=False)

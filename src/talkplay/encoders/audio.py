@@ -136,12 +136,13 @@ class AudioEncoder:
     """
 
     def __init__(self, model: str = "MSD_musicnn", max_seconds: float = 30.0,
-                 batch_patches: int = 32) -> None:
+                 batch_patches: int = 32, device: str = "cpu") -> None:
         from talkplay.encoders.musicnn import labels_for
 
         self.model = model
         self.max_seconds = max_seconds
         self.batch_patches = batch_patches
+        self.device = device
         self.labels = labels_for(model)
         self._net = None
         self.dim = 200
@@ -154,7 +155,7 @@ class AudioEncoder:
         if self._net is None:
             from talkplay.encoders.musicnn import load_musicnn
 
-            self._net = load_musicnn(self.model)
+            self._net = load_musicnn(self.model, self.device)
         return self._net
 
     def encode_arrays(self, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -172,9 +173,9 @@ class AudioEncoder:
         net = self.net()
         with torch.inference_mode():
             for s in range(0, len(allp), self.batch_patches):
-                logits, pen = net(torch.from_numpy(allp[s:s + self.batch_patches]))
-                pens.append(pen.numpy())
-                probs.append(torch.sigmoid(logits).numpy())
+                logits, pen = net(torch.from_numpy(allp[s:s + self.batch_patches]).to(self.device))
+                pens.append(pen.float().cpu().numpy())
+                probs.append(torch.sigmoid(logits).float().cpu().numpy())
         pen_all, prob_all = np.concatenate(pens), np.concatenate(probs)
         counts = np.bincount(owners, minlength=len(waves)).astype(np.float64)[:, None]
         emb = np.zeros((len(waves), pen_all.shape[1]))
@@ -198,6 +199,7 @@ class AudioEncoder:
         probs = np.zeros((n, len(self.labels)), np.float32)
         mask = np.zeros(n, bool)
         seconds = 0.0
+        failed = 0
         starts = range(0, n, batch_size)
         for s in progress(starts, total=len(starts), desc="audio") if show_progress else starts:
             idx, waves = [], []
@@ -208,6 +210,7 @@ class AudioEncoder:
                     wave = load_audio(path, max_seconds=self.max_seconds)
                 except AudioError as e:
                     log.warning("audio skipped for track %s: %s", t.id, e)
+                    failed += 1
                     continue
                 idx.append(i)
                 waves.append(wave)
@@ -215,7 +218,7 @@ class AudioEncoder:
             if waves:
                 e, p = self.encode_arrays(waves)
                 emb[idx], probs[idx], mask[idx] = e, p, True
-        return emb, probs, mask, {"audio_seconds": round(seconds, 2)}
+        return emb, probs, mask, {"audio_seconds": round(seconds, 2), "failed": failed}
 
     def top_tags(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` most probable tags of one track's probability row, as (tag, p)."""
@@ -239,8 +242,8 @@ class AudioModalityEncoder(ModalityEncoder):
     extra_names = ("tagprobs",)
 
     def __init__(self, model: str = "MSD_musicnn", max_seconds: float = 30.0, cache_dir: Path | None = None,
-                 batch: int = 8) -> None:
-        self.audio = AudioEncoder(model, max_seconds=max_seconds)
+                 batch: int = 8, device: str = "cpu") -> None:
+        self.audio = AudioEncoder(model, max_seconds=max_seconds, device=device)
         self.cache_dir = cache_dir
         self.batch = batch
         self.block_size = batch
@@ -284,4 +287,4 @@ class AudioModalityEncoder(ModalityEncoder):
 @register("audio")
 def _make(cfg: Any, cache_dir: Path | None) -> AudioModalityEncoder:
     # render_audio keeps its WAVs under <cache_dir>/audio/ itself
-    return AudioModalityEncoder(cfg.audio_model, cfg.audio_seconds, cache_dir, cfg.audio_batch)
+    return AudioModalityEncoder(cfg.audio_model, cfg.audio_seconds, cache_dir, cfg.audio_batch, cfg.device)

@@ -43,6 +43,7 @@ class EncodeConfig:
     cooccur_dim: int = 64
     cooccur_conversations: bool = True  # liked tracks of a conversation count as a session
     seed: int = 0
+    device: str = "cpu"  # torch device for the text and audio models, e.g. "cuda"
     shard: tuple[int, int] | None = None
     force: bool = False  # ignore cached rows
     extra: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +62,14 @@ class EncodeConfig:
             raise InputError("must be positive", field="--audio-seconds")
         if self.cooccur_dim < 1:
             raise InputError("must be at least 1", field="--cooccur-dim")
+        if self.device != "cpu":
+            import torch
+
+            kind = self.device.split(":")[0]
+            ok = (kind == "cuda" and torch.cuda.is_available()) or (
+                kind == "mps" and torch.backends.mps.is_available())
+            if not ok:
+                raise InputError(f"device {self.device!r} is not available here", field="--device")
         if self.shard is not None:
             i, n = self.shard
             if n < 1 or not 0 <= i < n:
@@ -130,6 +139,9 @@ def register(modality: str) -> Callable[[Factory], Factory]:
 
 def get_encoder(modality: str, cfg: EncodeConfig, cache_dir: Path | None = None) -> ModalityEncoder:
     """The registered per-track encoder for ``modality``."""
+    import talkplay.encoders.audio  # noqa: F401 - importing registers the built-in encoders
+    import talkplay.encoders.text  # noqa: F401
+
     if modality not in _REGISTRY:
         raise KeyError(f"no per-track encoder registered for {modality!r}")
     return _REGISTRY[modality](cfg, cache_dir)

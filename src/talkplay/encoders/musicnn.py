@@ -340,10 +340,17 @@ class Musicnn(nn.Module):
 _nets: dict[str, Musicnn] = {}
 
 
-def load_musicnn(model: str = "MSD_musicnn") -> Musicnn:
+def load_musicnn(model: str = "MSD_musicnn", device: str = "cpu") -> Musicnn:
     """The published ``MSD_musicnn`` (or ``MTT_musicnn``) weights in a PyTorch ``Musicnn``, eval mode."""
     if model not in ("MSD_musicnn", "MTT_musicnn"):
         raise TalkPlayError(f"unknown musicnn model {model!r} (choose MSD_musicnn or MTT_musicnn)")
+    if device != "cpu":
+        key = f"{model}@{device}"
+        if key not in _nets:
+            import copy
+
+            _nets[key] = copy.deepcopy(load_musicnn(model)).to(device)
+        return _nets[key]
     if model not in _nets:
         net = Musicnn()
         report = net.load_tf(read_checkpoint(checkpoint_prefix(model)))

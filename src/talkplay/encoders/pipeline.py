@@ -47,6 +47,7 @@ class _RowCache:
 
     def __init__(self) -> None:
         self.rows: dict[str, tuple[np.ndarray, bool, dict[str, np.ndarray]]] = {}
+        self.dim: int | None = None  # width of the previous output, if any
 
     def add(self, keys: list[str | None], enc: Encoded) -> None:
         for i, k in enumerate(keys):
@@ -67,6 +68,7 @@ class _RowCache:
             return
         if len(keys) == len(emb) == len(mask) and all(len(a) == len(keys) for a in extras.values()):
             self.add(keys, Encoded(emb, mask, extras))
+            self.dim = int(emb.shape[1])
 
     def load_shards(self, edir: Path, modality: str) -> int:
         n = 0
@@ -139,7 +141,12 @@ def _encode_rows(enc: ModalityEncoder, tracks: list[Track], rows: list[int], key
         else:
             todo.append(r)
     dims = {h[0].shape[0] for h in hits.values()}
-    dim = dims.pop() if len(dims) == 1 and not todo else enc.dim
+    if todo or len(dims) > 1:
+        dim = enc.dim
+    elif dims:
+        dim = dims.pop()
+    else:  # no track has this modality: keep the previous width rather than load a model
+        dim = cache.dim or enc.dim
     emb = np.zeros((n, dim), np.float32)
     mask = np.zeros(n, bool)
     extras = {name: np.zeros((n, d), np.float32) for name, d in enc.extra_dims().items()}
@@ -332,6 +339,7 @@ def encode_tracks(run: Run, tracks: list[Track], cfg: EncodeConfig | None = None
     if cfg is None:
         c = dict(stage.get("config") or {})
         c.pop("shard", None)
+        c.pop("device", None)  # a few new tracks: the CPU is fine and always there
         if "modalities" in c:
             c["modalities"] = tuple(c["modalities"])
         known = EncodeConfig.__dataclass_fields__

@@ -112,7 +112,8 @@ class TextEncoder:
         tok = self._ensure().tokenizer
 
         def n_tokens(s: str) -> int:
-            return len(tok.tokenize(s))
+            # counting only: the "longer than the maximum length" warning does not apply
+            return len(tok(s, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
 
         pieces: list[str] = []
         for line in text.splitlines():
@@ -207,9 +208,10 @@ class TextModalityEncoder(ModalityEncoder):
     Lyrics are chunked and mean-pooled (``encode_long``); the other two are short.
     """
 
-    def __init__(self, modality: str, model: str | None = None, batch_size: int = 64) -> None:
+    def __init__(self, modality: str, model: str | None = None, batch_size: int = 64,
+                 device: str = "cpu") -> None:
         self.modality = modality
-        self.text = TextEncoder(model)
+        self.text = TextEncoder(model, device=device)
         self.batch_size = batch_size
         self.long = modality == "lyrics"
 
@@ -246,7 +248,8 @@ class TextModalityEncoder(ModalityEncoder):
 
 def _register() -> None:
     for m in TEXT_MODALITIES:
-        register(m)(lambda cfg, cache_dir, m=m: TextModalityEncoder(m, cfg.text_model, cfg.batch_size))
+        register(m)(lambda cfg, cache_dir, m=m: TextModalityEncoder(m, cfg.text_model, cfg.batch_size,
+                                                                    cfg.device))
 
 
 _register()

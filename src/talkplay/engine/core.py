@@ -93,6 +93,7 @@ class Engine:
         self.vocab = MusicVocab.build(music, tokenizer)
         self.explainer = Explainer(music, catalog)
         self.stop_ids = self._stop_ids()
+        self.last_method = ""  # the ranking method the last request used (exact or beam)
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
 
@@ -188,14 +189,15 @@ class Engine:
         return self._recommend(conversation, k, exclude)[0]
 
     def _recommend(self, conversation: Conversation, k: int, exclude: Iterable[str]) -> tuple[
-            list[Recommendation], str]:
+            list[Recommendation], list[int]]:
         if not conversation.turns:
             raise TalkPlayError("the conversation has no request to answer")
         banned = session_exclude(conversation) | set(exclude)
-        ranked, method = self.rank_ids(self.prompt_ids(conversation), k, banned)
+        prompt = self.prompt_ids(conversation)
+        ranked, self.last_method = self.rank_ids(prompt, k, banned)
         liked = [x for t in conversation.turns for x in t.liked]
         recs = [Recommendation(t, s, self.explainer.why(t, liked)) for t, s in ranked]
-        return recs, method
+        return recs, prompt
 
     def reply_prefix(self, prompt_ids: list[int], track_ids: list[str]) -> list[int]:
         """Prompt ids followed by one music block per track: where the reply begins."""
@@ -207,9 +209,9 @@ class Engine:
     def stream_respond(self, conversation: Conversation, k: int = 3, exclude: Iterable[str] = ()) -> Iterator[
             Recommendation | str]:
         """Yield each ``Recommendation`` (best first), then the reply as text chunks."""
-        recs, _ = self._recommend(conversation, k, exclude)
+        recs, prompt = self._recommend(conversation, k, exclude)
         yield from recs
-        prefix = self.reply_prefix(self.prompt_ids(conversation), [r.track_id for r in recs])
+        prefix = self.reply_prefix(prompt, [r.track_id for r in recs])
         processor = TrieConstraint(self.vocab, allow_open=False)
         reply: list[int] = []
         sent = ""
@@ -231,7 +233,7 @@ class Engine:
         chunks: list[str] = []
         for item in self.stream_respond(conversation, k, exclude):
             (recs if isinstance(item, Recommendation) else chunks).append(item)
-        return Response(recs, clean_reply("".join(chunks)), self.cfg.method)
+        return Response(recs, clean_reply("".join(chunks)), self.last_method)
 
 
 class TalkPlayRecommender:

@@ -53,12 +53,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def rich_table(result: dict[str, Any], average: str = "macro") -> Table:
-    """The terminal table: every system side by side, macro values with 95% CIs."""
+def rich_table(result: dict[str, Any], average: str = "macro", part: str = "all") -> Table:
+    """The terminal table: every system side by side, macro values with 95% CIs
+    (``part="cold"``: gold restricted to tracks never seen in training conversations)."""
     conv = result["conversations"]
+    what = "cold gold only, " if part == "cold" else ""
     title = (f"{result['protocol']} on {conv['n']} conversations / {conv['n_turns']} turns "
-             f"({average}, 95% bootstrap CI)")
-    header, rows = table_rows(result, average=average)
+             f"({what}{average}, 95% bootstrap CI)")
+    header, rows = table_rows(result, average=average, part=part, timing=part == "all")
     table = Table(title=title)
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")

@@ -257,9 +257,10 @@ class IdTrie:
     def allowed(self, prefix: tuple[int, ...]) -> list[int]:
         """Token ids that may come next after ``prefix`` ([] at a full or invalid prefix).
 
-        The list is a fresh copy (the cached one stays intact if the caller edits it).
+        The list is shared with the trie's cache (that is what makes a query O(1) even where
+        a node has hundreds of children): copy it before changing it.
         """
-        return self._entry(tuple(prefix))[1].copy()
+        return self._entry(tuple(prefix))[1]
 
     def allowed_array(self, prefix: tuple[int, ...]) -> np.ndarray:
         return np.asarray(self.allowed(prefix), dtype=np.int64)
