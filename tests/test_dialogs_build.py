@@ -257,3 +257,36 @@ def test_cli_reports_a_missing_catalog_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "talkplay.cli", "dialogs", str(tmp_path / "nope")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no catalog" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_held_out_goal_playlists_do_not_seed_synthetic_training(tmp_path):
+    """CPCD-style goal playlists of held-out conversations must not shape synthetic train
+    conversations: each track here is linked to its goal-mates only through that playlist."""
+    from talkplay.catalog import Conversation, Playlist, Track, Turn
+
+    tracks, playlists, convs = [], [], []
+    for c in range(16):
+        ids = [f"c{c}t{i}" for i in range(4)]
+        tracks += [Track(id=t, title=f"Song {t}", artists=[f"Artist {t}"], tags=[f"style{t}"]) for t in ids]
+        playlists.append(Playlist(id=f"src:goal:conv{c}", name=f"goal {c}", track_ids=ids, source="src:goal"))
+        convs.append(Conversation(id=f"conv{c}", turns=[Turn(user=f"songs like {ids[0]}", recommended=ids[:1],
+                                                             liked=ids[:1])], goal=ids, source="src"))
+    run = Run(tmp_path / "run")
+    Catalog(tracks, playlists, convs).save(run.path)
+    build_dialogs(run, DialogsConfig(synthesize=300, seed=0, align=False, test_frac=0.25, valid_frac=0.1))
+    held = {t: c.id for split in ("valid", "test") for c in load_dialogs(run, split) for t in c.goal}
+    kept = {t: c.id for c in load_dialogs(run, "train") for t in c.goal}
+    assert held and kept
+
+    def follow_rate(goal_of: dict[str, str]) -> float:
+        """How often a synthetic turn after a goal track picks another track of that goal."""
+        pairs = []
+        for c in load_dialogs(run, "train"):
+            recs = [t.recommended[0] for t in c.turns if t.recommended] if not c.goal else []
+            pairs += [(a, b) for a, b in zip(recs, recs[1:], strict=False) if a in goal_of]
+        assert pairs
+        return sum(goal_of.get(b) == goal_of[a] for a, b in pairs) / len(pairs)
+
+    # training goal playlists link their tracks; held-out ones must look like no link at all
+    assert follow_rate(kept) > 0.3
+    assert follow_rate(held) < 0.15

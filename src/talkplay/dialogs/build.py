@@ -17,6 +17,7 @@ from talkplay.catalog import Catalog, Conversation
 from talkplay.dialogs.splits import SPLITS, split_conversations
 from talkplay.dialogs.synth import Synthesizer
 from talkplay.errors import InputError
+from talkplay.evaluate.splits import training_playlists
 from talkplay.log import get_logger, progress
 from talkplay.run import Run
 
@@ -99,7 +100,15 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
     if not catalog.tracks:
         raise InputError("the catalog has no tracks", file=str(run.path / "catalog.parquet"))
     imported = [c for c in catalog.conversations if c.turns] if cfg.include_imported else []
-    syn = Synthesizer(catalog, seed=cfg.seed, min_turns=cfg.min_turns, max_turns=cfg.max_turns)
+    # Split imported conversations first: playlists derived from held-out ones (CPCD goal
+    # playlists) must not seed synthetic training conversations, or test gold leaks in.
+    imported_splits = split_conversations(imported, cfg.valid_frac, cfg.test_frac, cfg.seed)
+    held_out = imported_splits["valid"] + imported_splits["test"]
+    syn_catalog = catalog
+    if held_out:
+        syn_catalog = Catalog(catalog.tracks, training_playlists(catalog.playlists, held_out),
+                              catalog.conversations)
+    syn = Synthesizer(syn_catalog, seed=cfg.seed, min_turns=cfg.min_turns, max_turns=cfg.max_turns)
     n = synthesize_count(cfg, catalog)
     synthetic = [syn.conversation(i) for i in progress(range(n), total=n, desc="synthesizing")]
     teacher_info = None
@@ -109,7 +118,9 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
         teacher_info = rewrite_conversations(synthetic, catalog, cfg.teacher, cfg.teacher_model,
                                              cfg.teacher_max)
     aligned = alignment_conversations(syn, cfg) if cfg.align else []
-    splits = split_conversations(imported + synthetic + aligned, cfg.valid_frac, cfg.test_frac, cfg.seed)
+    splits = split_conversations(synthetic + aligned, cfg.valid_frac, cfg.test_frac, cfg.seed)
+    for name in SPLITS:
+        splits[name] = imported_splits[name] + splits[name]
     run.dialogs_dir.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         write_jsonl_atomic(run.dialogs_dir / f"{name}.jsonl", [c.to_dict() for c in splits[name]])
