@@ -17,7 +17,6 @@ from talkplay.catalog import Catalog, Conversation
 from talkplay.dialogs.splits import SPLITS, split_conversations
 from talkplay.dialogs.synth import Synthesizer
 from talkplay.errors import InputError
-from talkplay.evaluate.splits import training_playlists
 from talkplay.log import get_logger, progress
 from talkplay.run import Run
 
@@ -104,6 +103,7 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
     # playlists) must not seed synthetic training conversations, or test gold leaks in.
     imported_splits = split_conversations(imported, cfg.valid_frac, cfg.test_frac, cfg.seed)
     held_out = imported_splits["valid"] + imported_splits["test"]
+    from talkplay.evaluate.splits import training_playlists  # lazy: evaluate imports dialogs
     syn_catalog = catalog
     if held_out:
         syn_catalog = Catalog(catalog.tracks, training_playlists(catalog.playlists, held_out),

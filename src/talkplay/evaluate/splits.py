@@ -16,11 +16,10 @@ comparing ids and content (the user messages) so renamed copies are caught too.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from talkplay.catalog import Catalog, Conversation, Playlist
+from talkplay.dialogs.schema import read_conversations as load_dialogs
 from talkplay.errors import InputError
 from talkplay.run import Run
 
@@ -35,23 +34,6 @@ class Split:
     train: list[Conversation]
     test: list[Conversation]
     source: str
-
-
-def load_dialogs(path: str | Path) -> list[Conversation]:
-    """Read a JSONL file of ``Conversation.to_dict()`` rows; bad lines raise ``InputError``."""
-    path = Path(path)
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append(Conversation.from_dict(json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
-            except (KeyError, TypeError) as e:
-                raise InputError(f"not a conversation ({e})", file=str(path), line=n) from None
-    return out
 
 
 def order_key(seed: int, conv_id: str) -> str:
