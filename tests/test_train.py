@@ -125,3 +125,17 @@ def test_two_process_data_parallel_replicas_agree(tmp_path):
     reps = [json.loads((run.path / "train" / f"replica-{r}.json").read_text()) for r in (0, 1)]
     assert reps[0]["step"] == reps[1]["step"] == 2
     assert reps[0]["weights_sha256"] == reps[1]["weights_sha256"]
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
+    """The scale-out memory flag changes how activations are kept, not what is learned."""
+    cfg = dict(base_model="tiny", max_steps=3, save_every=100, batch_size=4, lr=3e-3, max_length=128)
+    plain = build_synth_run(tmp_path / "plain", n_train=24)
+    train_run(plain, TrainConfig(**cfg))
+    ckpt = build_synth_run(tmp_path / "ckpt", n_train=24)
+    out = train_run(ckpt, TrainConfig(**cfg, gradient_checkpointing=True))
+    assert out["config"]["gradient_checkpointing"] is True
+    a, b = _losses(plain), _losses(ckpt)
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5)

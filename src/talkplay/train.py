@@ -63,6 +63,8 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     log_every: int = 1
+    bf16: bool = False  # mixed precision for large models on GPUs; brings nothing on AVX2 CPUs
+    gradient_checkpointing: bool = False  # trade recompute for activation memory
 
     def validate(self) -> None:
         checks = [
@@ -299,6 +301,9 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
         use_cpu=not cuda,
         ddp_backend=None if cuda or world == 1 else "gloo",
         ddp_find_unused_parameters=False,
+        bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=Collator(tok.pad_token_id),
                       processing_class=tok, callbacks=[_progress_callback()])

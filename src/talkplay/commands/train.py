@@ -29,6 +29,9 @@ def register(app: typer.Typer) -> None:
         keep_layers: int = typer.Option(0, "--keep-layers", help="Keep only the first N layers (0: all)."),
         threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch default)."),
         seed: int = typer.Option(0, "--seed"),
+        bf16: bool = typer.Option(False, "--bf16", help="bfloat16 mixed precision (GPUs with bf16)."),
+        gradient_checkpointing: bool = typer.Option(
+            False, "--gradient-checkpointing", help="Recompute activations in backward: less memory."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Fine-tune the model: expand the vocabulary, train on dialogs, write RUN/model."""
@@ -38,7 +41,8 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig(base_model=base_model, init=init, lora=lora, lora_rank=lora_rank, epochs=epochs,
                           max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                           max_length=max_length, save_every=save_every, resume=resume,
-                          keep_layers=keep_layers or None, threads=threads or None, seed=seed)
+                          keep_layers=keep_layers or None, threads=threads or None, seed=seed,
+                          bf16=bf16, gradient_checkpointing=gradient_checkpointing)
         out = train_run(Run(run), cfg)
         if out.get("rank", 0) != 0:  # data-parallel replicas: only the main process reports
             return
