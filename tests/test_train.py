@@ -139,3 +139,19 @@ def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
     assert sorted(a) == sorted(b) == [1, 2, 3]
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("extra", [dict(grad_accum=2), dict(lora=True, base_model="tiny-untied")],
+                         ids=["full-grad-accum", "lora-untied"])
+def test_head_at_supervised_positions_gives_the_trainers_losses(tmp_path, extra):
+    """Logits only where the loss mask is 1 is a speed-up, not a different objective."""
+    cfg = dict(base_model="tiny", max_steps=3, save_every=100, batch_size=4, lr=3e-3, max_length=128) | extra
+    full = build_synth_run(tmp_path / "full", n_train=24)
+    train_run(full, TrainConfig(**cfg, supervised_logits=False))
+    sparse = build_synth_run(tmp_path / "sparse", n_train=24)
+    train_run(sparse, TrainConfig(**cfg, supervised_logits=True))
+    a, b = _losses(full), _losses(sparse)
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    assert a[3] != a[1]  # it trained
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5)

@@ -32,6 +32,9 @@ def register(app: typer.Typer) -> None:
         bf16: bool = typer.Option(False, "--bf16", help="bfloat16 mixed precision (GPUs with bf16)."),
         gradient_checkpointing: bool = typer.Option(
             False, "--gradient-checkpointing", help="Recompute activations in backward: less memory."),
+        supervised_logits: bool = typer.Option(
+            True, "--supervised-logits/--all-logits",
+            help="Run the LM head only where the loss mask is 1 (same loss, less compute)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Fine-tune the model: expand the vocabulary, train on dialogs, write RUN/model."""
@@ -42,7 +45,8 @@ def register(app: typer.Typer) -> None:
                           max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                           max_length=max_length, save_every=save_every, resume=resume,
                           keep_layers=keep_layers or None, threads=threads or None, seed=seed,
-                          bf16=bf16, gradient_checkpointing=gradient_checkpointing)
+                          bf16=bf16, gradient_checkpointing=gradient_checkpointing,
+                          supervised_logits=supervised_logits)
         out = train_run(Run(run), cfg)
         if out.get("rank", 0) != 0:  # data-parallel replicas: only the main process reports
             return
