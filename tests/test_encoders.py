@@ -331,3 +331,34 @@ def test_music21_demo_slice_end_to_end(tmp_path):
     assert len(list((run.cache_dir / "audio").glob("*.wav"))) == m["audio"]["present"]
     again = encode_run(run, EncodeConfig(audio_limit=4, audio_seconds=10))
     assert all(e["encoded"] == 0 for e in again["modalities"].values())
+
+
+def test_cooccur_is_fitted_without_held_out_conversations_and_their_goals(tmp_path):
+    """A held-out conversation's goal playlist and liked tracks would put its test gold next
+    to its seeds in the embedding; encode must fit on the training side of the run's split,
+    and dialogs must hold out the same conversations."""
+    from talkplay.dialogs import DialogsConfig, build_dialogs
+    from talkplay.evaluate.splits import held_out_ids
+
+    tracks = [Track(id=f"t{i}", title=f"Song {i}", artists=["A"]) for i in range(24)]
+    convs, goals = [], []
+    for i in range(8):  # conversation i likes t(2i), t(2i+1); its goal adds t(16+i)
+        own = [f"t{2 * i}", f"t{2 * i + 1}"]
+        convs.append(Conversation(id=f"c{i}", turns=[Turn(user=f"songs like {i}", liked=own[:1]),
+                                                     Turn(user="more", liked=own[1:])],
+                                  goal=[*own, f"t{16 + i}"]))
+        goals.append(Playlist(id=f"cpcd:goal:c{i}", name=f"goal {i}", track_ids=[*own, f"t{16 + i}"]))
+    Catalog(tracks, goals, convs).save(tmp_path)
+    run = Run(tmp_path)
+    encode_run(run, EncodeConfig(modalities=("cooccur",)))
+    test_ids = held_out_ids(run)
+    assert len(test_ids) == 1 and run.stage("eval_split")["test_ids"] == sorted(test_ids)
+    i = int(next(iter(test_ids))[1:])
+    mask = np.load(run.embeddings_dir / "cooccur.mask.npy")
+    held = [2 * i, 2 * i + 1, 16 + i]
+    assert not mask[held].any()  # in no training session
+    assert mask[[j for j in range(24) if j not in held]].all()
+    assert run.stage("encode")["modalities"]["cooccur"]["held_out_conversations"] == 1
+    build_dialogs(run, DialogsConfig(synthesize=0, align=False))
+    test = [json.loads(x)["id"] for x in (run.dialogs_dir / "test.jsonl").read_text().splitlines()]
+    assert test == [f"c{i}"]

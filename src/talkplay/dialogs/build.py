@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import Counter
@@ -34,7 +35,10 @@ class DialogsConfig:
     - ``align``: catalog-alignment examples ("play TITLE by ARTIST" for every track, and,
       with ``align_reverse``, "what is this track? <music>"), packed ``align_turns`` per
       conversation; train split only.
-    - ``include_imported``: the catalog's own conversations (CPCD, TalkPlayData 2 ...).
+    - ``include_imported``: the catalog's own conversations (CPCD, TalkPlayData 2 ...). Their
+      test split is the run's held-out set (``evaluate.splits.held_out_ids``: the dataset's
+      own test split, else one in eight), the one ``encode`` and ``eval`` use too;
+      ``valid_frac`` and ``test_frac`` apply to the rest and to synthesized conversations.
     - ``teacher`` / ``teacher_model``: an OpenAI-compatible base URL that rewrites
       synthetic turns; ``teacher_max`` caps how many conversations it sees.
     """
@@ -90,6 +94,23 @@ def alignment_conversations(syn: Synthesizer, cfg: DialogsConfig) -> list[Conver
     return [syn.alignment(chunk, i) for i, chunk in enumerate(chunks)]
 
 
+def split_imported(run: Run, catalog: Catalog, imported: list[Conversation],
+                   cfg: DialogsConfig) -> dict[str, list[Conversation]]:
+    """Imported conversations by split: test is the run's held-out set
+    (``evaluate.splits.held_out_ids``, shared with ``encode`` and ``eval``); valid is
+    ``cfg.valid_frac`` of the rest. ``cfg.test_frac == 0`` holds none out."""
+    from talkplay.evaluate.splits import held_out_ids  # lazy: evaluate imports dialogs
+
+    # test_frac 0 asks for no test set at all; the held-out ids then simply go unused
+    test_ids = held_out_ids(run, catalog, cfg.seed) if imported and cfg.test_frac > 0 else set()
+    # a dataset's own "test" label outside the recorded held-out set must not override it
+    rest = [dataclasses.replace(c, extra={k: v for k, v in c.extra.items() if k != "split"})
+            if c.extra.get("split") == "test" else c for c in imported if c.id not in test_ids]
+    out = split_conversations(rest, cfg.valid_frac, 0.0, cfg.seed)
+    out["test"] = [c for c in imported if c.id in test_ids]
+    return out
+
+
 def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
     """Make and write the run's dialogs; returns counts (``{"train": n, ...}``) and sources."""
     cfg = cfg or DialogsConfig()
@@ -99,15 +120,12 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
     if not catalog.tracks:
         raise InputError("the catalog has no tracks", file=str(run.path / "catalog.parquet"))
     imported = [c for c in catalog.conversations if c.turns] if cfg.include_imported else []
-    # Split imported conversations first: playlists derived from held-out ones (CPCD goal
-    # playlists) must not seed synthetic training conversations, or test gold leaks in.
-    imported_splits = split_conversations(imported, cfg.valid_frac, cfg.test_frac, cfg.seed)
+    imported_splits = split_imported(run, catalog, imported, cfg)
+    # Playlists derived from held-out conversations (CPCD goal playlists) must not seed
+    # synthetic training conversations, or test gold leaks in.
     held_out = imported_splits["valid"] + imported_splits["test"]
-    from talkplay.evaluate.splits import training_playlists  # lazy: evaluate imports dialogs
-    syn_catalog = catalog
-    if held_out:
-        syn_catalog = Catalog(catalog.tracks, training_playlists(catalog.playlists, held_out),
-                              catalog.conversations)
+    from talkplay.evaluate.splits import training_catalog  # lazy: evaluate imports dialogs
+    syn_catalog = training_catalog(catalog, held_out) if held_out else catalog
     syn = Synthesizer(syn_catalog, seed=cfg.seed, min_turns=cfg.min_turns, max_turns=cfg.max_turns)
     n = synthesize_count(cfg, catalog)
     synthetic = [syn.conversation(i) for i in progress(range(n), total=n, desc="synthesizing")]

@@ -310,7 +310,13 @@ def encode_run(run: Run, cfg: EncodeConfig | None = None) -> dict[str, Any]:
 
 
 def _encode_cooccur(run: Run, catalog: Catalog, cfg: EncodeConfig, prior: dict[str, Any]) -> dict[str, Any]:
+    from talkplay.evaluate.splits import run_split, training_catalog  # lazy: evaluate imports encoders
+
     edir = run.embeddings_dir
+    # Fit on the training side only: held-out conversations' liked tracks and goal playlists
+    # would put the test gold next to its seeds in the embedding (and so in the codes).
+    held_out = run_split(run, catalog).test
+    catalog = training_catalog(catalog, held_out)
     key = sessions_key(catalog, cfg.cooccur_conversations, cfg.cooccur_dim, cfg.seed)
     n = len(catalog)
     if (not cfg.force and prior.get("key") == key and (edir / "cooccur.npy").exists()
@@ -323,7 +329,7 @@ def _encode_cooccur(run: Run, catalog: Catalog, cfg: EncodeConfig, prior: dict[s
     present = int(mask.sum())
     log.info("cooccur: %d of %d tracks co-occur in %d sessions", present, n, info["sessions"])
     return {**info, "key": key, "present": present, "missing": n - present, "encoded": present, "cached": 0,
-            "conversations_as_sessions": cfg.cooccur_conversations,
+            "conversations_as_sessions": cfg.cooccur_conversations, "held_out_conversations": len(held_out),
             "seconds": round(time.perf_counter() - t0, 3)}
 
 

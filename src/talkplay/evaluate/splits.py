@@ -5,9 +5,15 @@
 - ``dialogs/test.jsonl`` exists: it is the test set, and every other conversation the run
   knows (``dialogs/train.jsonl``, ``dialogs/valid.jsonl``, imported conversations not in
   the test set) is training data;
-- otherwise the imported conversations are split deterministically, one in eight held
-  out (350/50 on CPCD's 400), and the held-out ids are recorded in ``run.json`` under
-  ``eval_split`` so every later evaluation and training stage sees the same split.
+- otherwise the imported conversations held out are ``held_out_ids(run)``.
+
+``held_out_ids(run)`` is decided once per run, by the first stage that needs it (``encode``
+fits co-occurrence on the training side only; ``dialogs`` writes these conversations to
+``dialogs/test.jsonl``; ``eval`` scores them): a dataset's own test split where the
+importer kept one (``extra["split"]``), else one in eight by a seeded hash of the ids
+(350/50 on CPCD's 400). The ids are recorded in ``run.json`` under ``eval_split`` so every
+later stage sees the same split. ``training_catalog(catalog, held_out)`` is the catalog a
+model may learn from: the held-out conversations and the playlists derived from them gone.
 
 ``check_not_trained_on(run, conversations)`` refuses conversations the run trained on,
 comparing ids and content (the user messages) so renamed copies are caught too.
@@ -64,18 +70,37 @@ def run_split(run: Run, catalog: Catalog | None = None, seed: int = 0, record: b
                 train.setdefault(c.id, c)
         return Split(list(train.values()), test, f"{test_file}")
     convs = catalog.conversations
-    recorded = run.stage(SPLIT_STAGE)
-    ids = [c.id for c in convs]
-    if recorded.get("test_ids") and set(recorded["test_ids"]) <= set(ids):
-        test_ids = set(recorded["test_ids"])
-    else:
-        test_ids = set(deterministic_test_ids(ids, seed=seed))
-        if record and ids:
-            run.record(SPLIT_STAGE, {"method": "sha256(seed:id) order, 1 in 8 held out", "seed": seed,
-                                     "n_train": len(ids) - len(test_ids), "n_test": len(test_ids),
-                                     "test_ids": sorted(test_ids)})
+    test_ids = held_out_ids(run, catalog, seed, record)
     return Split([c for c in convs if c.id not in test_ids], [c for c in convs if c.id in test_ids],
                  f"run.json {SPLIT_STAGE}")
+
+
+def held_out_ids(run: Run, catalog: Catalog | None = None, seed: int = 0, record: bool = True) -> set[str]:
+    """Ids of the imported conversations ``run`` holds out for testing (see the module docstring)."""
+    catalog = catalog if catalog is not None else run.load_catalog(validate=False)
+    convs = catalog.conversations
+    ids = [c.id for c in convs]
+    recorded = run.stage(SPLIT_STAGE)
+    if recorded.get("test_ids") and set(recorded["test_ids"]) <= set(ids):
+        return set(recorded["test_ids"])
+    own = {c.id for c in convs if c.extra.get("split") == "test"}
+    if own:
+        test_ids, method = own, "the dataset's own test split"
+    else:
+        test_ids = set(deterministic_test_ids(ids, seed=seed))
+        method = "sha256(seed:id) order, 1 in 8 held out"
+    if record and ids:
+        run.record(SPLIT_STAGE, {"method": method, "seed": seed, "n_train": len(ids) - len(test_ids),
+                                 "n_test": len(test_ids), "test_ids": sorted(test_ids)})
+    return test_ids
+
+
+def training_catalog(catalog: Catalog, held_out: list[Conversation]) -> Catalog:
+    """``catalog`` as a model may learn from it: same tracks (same row order), without the
+    ``held_out`` conversations and the playlists derived from them."""
+    ids = {c.id for c in held_out}
+    return Catalog(catalog.tracks, training_playlists(catalog.playlists, held_out),
+                   [c for c in catalog.conversations if c.id not in ids])
 
 
 def content_key(conv: Conversation) -> str:
