@@ -65,7 +65,7 @@ class TrainConfig:
     log_every: int = 1
     bf16: bool = False  # mixed precision for large models on GPUs; brings nothing on AVX2 CPUs
     gradient_checkpointing: bool = False  # trade recompute for activation memory
-    supervised_logits: bool = True  # LM head only where the loss mask is 1 (same loss, less compute)
+    supervised_logits: bool = True  # LM head only where the loss mask is 1: same loss, less time and memory
 
     def validate(self) -> None:
         checks = [
@@ -294,6 +294,14 @@ def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _checkpointing_args(args_cls: Any, on: bool) -> dict[str, Any]:
+    """Activation checkpointing flags under the name this transformers version uses
+    (``activation_checkpointing`` from 5.2x; ``gradient_checkpointing`` before, now deprecated)."""
+    name = ("activation_checkpointing" if "activation_checkpointing" in args_cls.__dataclass_fields__
+            else "gradient_checkpointing")
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}} if on else {name: False}
+
+
 def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
     """Fine-tune on ``run``'s dialogs and write ``run/model``; returns a summary dict."""
     from transformers import Trainer, TrainingArguments, set_seed
@@ -353,8 +361,7 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
         ddp_backend=None if cuda or world == 1 else "gloo",
         ddp_find_unused_parameters=False,
         bf16=cfg.bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        **_checkpointing_args(TrainingArguments, cfg.gradient_checkpointing),
     )
     trainer_cls = _supervised_trainer_class() if cfg.supervised_logits and head_is_plain(model) else Trainer
     trainer = trainer_cls(model=model, args=args, train_dataset=rows,
@@ -398,6 +405,7 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "vocab": vocab_info,
         "kept_layers": layers,
+        "supervised_logits": trainer_cls is not Trainer,
         "world_size": world,
         "rank": rank,
         "resumed_from": resume_from,

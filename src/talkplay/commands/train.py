@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
             False, "--gradient-checkpointing", help="Recompute activations in backward: less memory."),
         supervised_logits: bool = typer.Option(
             True, "--supervised-logits/--all-logits",
-            help="Run the LM head only where the loss mask is 1 (same loss, less compute)."),
+            help="Run the LM head only where the loss mask is 1 (same loss, less time and memory)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Fine-tune the model: expand the vocabulary, train on dialogs, write RUN/model."""
