@@ -188,3 +188,30 @@ def test_eval_refusal_is_one_clear_line_from_the_real_command(run, tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 2
     assert "error:" in out.stderr and train[1].id in out.stderr and "Traceback" not in out.stderr
+
+
+def test_alignment_conversations_teach_baselines_no_co_occurrence_and_leave_tracks_cold(run):
+    """Catalog-alignment dialogs group random tracks and mention every track: co-occurrence
+    baselines must not learn from them, and a track in one is still cold."""
+    from talkplay.baselines import make_baseline
+    from talkplay.dialogs.schema import write_conversations
+    from talkplay.evaluate.splits import listening_conversations
+
+    split = run_split(run)
+    ids = run.load_catalog(validate=False).ids()
+    a, b = ids[0], ids[-1]
+    align = Conversation(id="align-0", extra={"alignment": True},
+                         turns=[Turn(user="play it", recommended=[a], liked=[a]),
+                                Turn(user="and this", recommended=[b], liked=[b])])
+    assert listening_conversations([*split.train, align]) == split.train
+    train_file = run.dialogs_dir / "train.jsonl"
+    before = evaluate_run(run, EvalConfig(systems=["cooccur"], n_boot=0, plots=False, write=False))
+    base = make_baseline("cooccur")
+    base.fit(run)
+    ranked_before = base.recommend(Conversation(id="q", turns=[Turn(user="x", liked=[a])]), k=len(ids) - 1)
+    write_conversations(train_file, [*split.train, align])
+    base.fit(run)
+    ranked_after = base.recommend(Conversation(id="q", turns=[Turn(user="x", liked=[a])]), k=len(ids) - 1)
+    assert ranked_after == ranked_before
+    after = evaluate_run(run, EvalConfig(systems=["cooccur"], n_boot=0, plots=False, write=False))
+    assert after["catalog"]["cold_tracks"] == before["catalog"]["cold_tracks"]

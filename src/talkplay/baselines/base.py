@@ -89,11 +89,12 @@ class CatalogRecommender:
 
     def fit(self, run: Run) -> None:
         # evaluate imports baselines, so this import stays inside the call
-        from talkplay.evaluate.splits import run_split, training_playlists
+        from talkplay.evaluate.splits import listening_conversations, run_split, training_playlists
 
         catalog = run.load_catalog(validate=False)
         split = run_split(run, catalog)
-        self.fit_catalog(catalog, split.train, training_playlists(catalog.playlists, split.test), run)
+        self.fit_catalog(catalog, listening_conversations(split.train),
+                         training_playlists(catalog.playlists, split.test), run)
 
     def fit_catalog(self, catalog: Catalog, train: list[Conversation],
                     playlists: list[Playlist] | None = None, run: Run | None = None) -> None:

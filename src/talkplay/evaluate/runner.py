@@ -25,7 +25,14 @@ from talkplay.catalog import Catalog, Conversation, Track
 from talkplay.errors import InputError
 from talkplay.evaluate.metrics import K_VALUES, ScoredTurn, aggregate
 from talkplay.evaluate.protocols import PROTOCOLS, EvalCase, clean_ranking, make_cases, score_case
-from talkplay.evaluate.splits import Split, check_not_trained_on, load_dialogs, run_split, training_playlists
+from talkplay.evaluate.splits import (
+    Split,
+    check_not_trained_on,
+    listening_conversations,
+    load_dialogs,
+    run_split,
+    training_playlists,
+)
 from talkplay.log import get_logger, progress
 from talkplay.recommender import Recommender
 from talkplay.run import Run
@@ -220,8 +227,9 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
     unknown_gold = {g for c in cases for g in c.gold if g not in catalog.index}
     if unknown_gold:
         log.warning("%d gold track(s) are not in the catalog; no system can rank them", len(unknown_gold))
-    seen = {t for b in baskets(training_playlists(catalog.playlists, convs), split.train) for t in b}
-    seen_in_conversations = {t for b in baskets([], split.train) for t in b}
+    listened = listening_conversations(split.train)
+    seen = {t for b in baskets(training_playlists(catalog.playlists, convs), listened) for t in b}
+    seen_in_conversations = {t for b in baskets([], listened) for t in b}
     cold = set(catalog.ids()) - seen_in_conversations
     factories = _system_factories(run, cfg)
     name = cfg.name or cfg.protocol + (f"-{Path(cfg.conversations).stem}" if cfg.conversations else "")

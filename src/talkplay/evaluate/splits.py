@@ -136,6 +136,16 @@ def training_playlists(playlists: list[Playlist], held_out: list[Conversation]) 
             if p.id.rsplit(":", 1)[-1] not in ids and frozenset(p.track_ids) not in goals]
 
 
+def listening_conversations(convs: list[Conversation]) -> list[Conversation]:
+    """``convs`` without catalog-alignment ones: those group random tracks to teach the
+    model their codes, so they say nothing about which tracks go together (baselines must
+    not learn co-occurrence from them) and they mention every track (a track in one is not
+    thereby "seen" for the cold slice)."""
+    from talkplay.dialogs.splits import is_alignment
+
+    return [c for c in convs if not is_alignment(c)]
+
+
 def training_conversations(run: Run, catalog: Catalog | None = None) -> list[Conversation]:
     """What baselines may fit on: ``run_split(run).train``."""
     return run_split(run, catalog).train
