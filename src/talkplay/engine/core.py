@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from talkplay.catalog import Catalog, Conversation
+from talkplay.catalog import Catalog, Conversation, Turn
 from talkplay.engine.constraint import MusicVocab, TrieConstraint
 from talkplay.engine.explain import Explainer
 from talkplay.engine.ranking import EXACT_BUDGET, lm_step, rank_tracks
@@ -190,8 +190,8 @@ class Engine:
 
     def _recommend(self, conversation: Conversation, k: int, exclude: Iterable[str]) -> tuple[
             list[Recommendation], list[int]]:
-        if not conversation.turns:
-            raise TalkPlayError("the conversation has no request to answer")
+        if not conversation.turns:  # no request yet: rank by the model's prior, as baselines do
+            conversation = replace(conversation, turns=[Turn(user="")])
         banned = session_exclude(conversation) | set(exclude)
         prompt = self.prompt_ids(conversation)
         ranked, self.last_method = self.rank_ids(prompt, k, banned)
