@@ -45,10 +45,10 @@ def main() -> None:
     except KeyboardInterrupt:
         stderr_console.print("interrupted; finished stages are kept, re-run to resume")
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        # usage errors (unknown option, missing argument): click's, or the copy of click
+        # that newer typer vendors, whose classes are not click's; both have show()
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         raise
