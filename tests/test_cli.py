@@ -32,5 +32,5 @@ def test_readme_commands_exist():
 def test_usage_errors_are_a_short_message_not_a_traceback(args, message):
     out = subprocess.run([sys.executable, "-m", "talkplay.cli", *args], capture_output=True, text=True)
     assert out.returncode == 2
-    assert message in out.stderr and "Try 'talkplay" in out.stderr
+    assert message in out.stderr and "--help' for help" in out.stderr
     assert "Traceback" not in out.stderr
