@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from training import copy_for_training  # noqa: E402  (benchmarks/training.py, beside this file)
 
 from talkplay.run import Run  # noqa: E402
 from talkplay.train import TrainConfig, train_run  # noqa: E402
@@ -64,18 +65,6 @@ def make_model(shape: str, tokenizer_dir: Path, out: Path) -> Path:
     return out
 
 
-def scratch_run(run: Path, root: Path) -> Run:
-    dst = root / "run"
-    shutil.rmtree(dst, ignore_errors=True)
-    dst.mkdir(parents=True)
-    for name in ("catalog.parquet", "playlists.parquet", "conversations.parquet", "run.json"):
-        if (run / name).exists():
-            shutil.copy(run / name, dst / name)
-    for name in ("tokenizer", "dialogs"):
-        shutil.copytree(run / name, dst / name)
-    return Run(dst)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True)
@@ -100,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 models[shape] = make_model(shape, args.tokenizer, root / shape)
                 print(f"built {shape} in {time.perf_counter() - t0:.1f} s", flush=True)
-            run = scratch_run(args.run, root)
-            if cuda:
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
             if time.perf_counter() - t_start > args.budget_s:
                 print(f"skipped {name}: over the --budget-s of {args.budget_s} s", flush=True)
                 continue
+            run = Run(copy_for_training(args.run, root / "run"))
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
             cfg = TrainConfig(base_model=str(models[shape]), max_steps=args.steps, save_every=10 * args.steps,
                               max_length=args.max_length, lr=1e-4, log_every=10, **overrides)
             try:
@@ -123,16 +112,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.json:  # after every setting, so a run cut short still leaves its rows
-                args.json.write_text(json.dumps({"device": device, "torch": torch.__version__, "rows": rows}))
+                args.json.write_text(json.dumps({"device": device, "torch": torch.__version__, "rows": rows},
+                                                indent=1))
     print(f"\n| setting | LM head | tokens/s | s/step | peak GPU GiB | trainable params |  ({device})")
     print("|---|---|---|---|---|---|")
     for r in rows:
         head = "supervised positions" if r["supervised_logits"] else "all positions"
         print(f"| {r['setting']} | {head} | {r['tokens_per_s']:,.0f} | {r['s_per_step']} "
               f"| {r['peak_gpu_gib']} | {r['trainable_parameters']:,} |")
-    if args.json:
-        args.json.write_text(json.dumps({"device": device, "torch": torch.__version__, "rows": rows},
-                                        indent=1))
     return 0
 
 

@@ -26,16 +26,24 @@ from rich.table import Table
 RECIPE = "--base-model smollm2-135m --keep-layers 8 --max-length 256 --batch-size 8 --lr 1e-3 --threads 2"
 
 
+def copy_for_training(run: str | Path, dst: Path) -> Path:
+    """Copy what ``talkplay train`` reads from ``run`` (catalog, run.json, tokenizer,
+    dialogs) into a fresh ``dst``, so a benchmark never touches the run's own model."""
+    run = Path(run)
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    for name in ("catalog.parquet", "playlists.parquet", "conversations.parquet", "run.json"):
+        if (run / name).exists():
+            shutil.copy(run / name, dst / name)
+    for name in ("tokenizer", "dialogs"):
+        shutil.copytree(run / name, dst / name)
+    return dst
+
+
 def one(run: str, flags: str, steps: int) -> dict:
     """Train ``steps`` steps with ``flags`` on a scratch copy of ``run``; returns the summary."""
     with tempfile.TemporaryDirectory(prefix="talkplay-bench-") as tmp:
-        dst = Path(tmp) / "run"
-        dst.mkdir()
-        for name in ("catalog.parquet", "playlists.parquet", "conversations.parquet", "run.json"):
-            if (Path(run) / name).exists():
-                shutil.copy(Path(run) / name, dst / name)
-        for name in ("tokenizer", "dialogs"):
-            shutil.copytree(Path(run) / name, dst / name)
+        dst = copy_for_training(run, Path(tmp) / "run")
         cmd = [sys.executable, "-m", "talkplay.cli", "train", str(dst), *shlex.split(flags),
                "--max-steps", str(steps), "--save-every", str(10 * steps), "--json"]
         env = {**os.environ, "TALKPLAY_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}

@@ -144,8 +144,3 @@ def listening_conversations(convs: list[Conversation]) -> list[Conversation]:
     from talkplay.dialogs.splits import is_alignment
 
     return [c for c in convs if not is_alignment(c)]
-
-
-def training_conversations(run: Run, catalog: Catalog | None = None) -> list[Conversation]:
-    """What baselines may fit on: ``run_split(run).train``."""
-    return run_split(run, catalog).train
