@@ -290,3 +290,30 @@ def test_held_out_goal_playlists_do_not_seed_synthetic_training(tmp_path):
     # training goal playlists link their tracks; held-out ones must look like no link at all
     assert follow_rate(kept) > 0.3
     assert follow_rate(held) < 0.15
+
+
+def test_turns_record_how_many_tracks_fit_and_eval_reports_that_ceiling(run):
+    from talkplay.evaluate import EvalConfig, evaluate_run
+
+    build_dialogs(run, DialogsConfig(synthesize=120, seed=0))
+    cat = run.load_catalog()
+    test = load_dialogs(run, "test")
+    turns = [t for c in test for t in c.turns]
+    assert turns
+    assert all(isinstance(t.extra.get("candidates"), int) and t.extra["candidates"] >= 1 for t in turns)
+    # a request's candidates are exactly the catalog tracks that satisfy it
+    firsts = [c.turns[0] for c in test if c.turns[0].extra.get("value") is not None]
+    assert firsts
+    for t in firsts:
+        n = sum(_satisfies(cat, tr, t.extra["kind"], t.extra["value"]) for tr in cat.tracks)
+        assert t.extra["candidates"] == n, t.extra
+
+    result = evaluate_run(run, EvalConfig(protocol="next-track", systems=["random", "bm25"], n_boot=0,
+                                          plots=False))
+    ceiling = result["systems"]["ceiling"]
+    assert ceiling["is_system"] is False
+    expected = sum(min(1.0, 10 / t.extra["candidates"]) for t in turns) / len(turns)
+    assert ceiling["all"]["n_turns"] == len(turns)
+    assert ceiling["all"]["micro"]["hit@10"] == pytest.approx(expected)
+    assert 0 < expected < 1 and result["systems"]["bm25"]["all"]["micro"]["hit@10"] <= 1
+    assert "ceiling (not a system)" in (run.eval_dir / "next-track.md").read_text()

@@ -179,3 +179,14 @@ def test_property_valid_and_never_repeated_within_a_session(engine, data):
         if action != "none" and ids:
             n = data.draw(st.integers(1, len(ids)))
             (session.like if action == "like" else session.reject)(n)
+
+
+def test_engine_device_is_chosen_by_config_and_a_bad_name_is_a_clear_error(trained):
+    from talkplay.engine.core import resolve_device
+    from talkplay.errors import InputError
+
+    eng = Engine.load(trained[0].path, EngineConfig(device="cpu"))
+    assert next(eng.model.parameters()).device == torch.device("cpu") and eng.device.type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match="unknown torch device 'gpu0'"):
+        Engine.load(trained[0].path, EngineConfig(device="gpu0"))

@@ -174,6 +174,7 @@ def test_leak_probe_is_labelled_not_a_system(run):
     assert result["systems"]["leak-probe"]["is_system"] is False
     md = (run.eval_dir / "cpcd.md").read_text()
     assert "leak-probe (not a system)" in md
+    assert "ceiling" not in result["systems"]  # imported conversations say nothing of candidates
 
 
 def test_eval_refusal_is_one_clear_line_from_the_real_command(run, tmp_path):

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from talkplay.catalog import Conversation, Turn
-from talkplay.evaluate.metrics import K_VALUES, ScoredTurn, aggregate, metric_names, turn_metrics
+from talkplay.evaluate.metrics import (
+    K_VALUES,
+    ScoredTurn,
+    aggregate,
+    metric_names,
+    turn_metrics,
+    uniform_choice_metrics,
+)
 from talkplay.evaluate.protocols import cpcd_cases, score_case
 
 # --- the official CPCD formula, written from the README (not from this project's code) --
@@ -160,3 +167,14 @@ def test_aggregate_macro_micro_per_turn_and_ci():
     assert lo <= agg["macro"]["hit@1"] <= hi and lo < hi
     assert aggregate(scored, ks=(1,), n_boot=500, seed=1)["ci"] == agg["ci"]  # seeded
     assert aggregate([], ks=(1,))["n_turns"] == 0
+
+
+@pytest.mark.parametrize("n", [1, 3, 10, 17, 150])
+def test_uniform_choice_metrics_are_the_mean_over_every_gold_position(n):
+    ranking = [f"t{i}" for i in range(n)]
+    per_position = [turn_metrics(ranking, {g}) for g in ranking]
+    expected = {m: sum(p[m] for p in per_position) / n for m in metric_names()}
+    assert uniform_choice_metrics(n) == pytest.approx(expected)
+    assert uniform_choice_metrics(20)["hit@10"] == 0.5
+    with pytest.raises(ValueError):
+        uniform_choice_metrics(0)

@@ -214,7 +214,7 @@ class Synthesizer:
         turns: list[Turn] = []
         first = rng.choice(pool)
         user = self._fill(rng, req[kind], **{_slot(kind): value})
-        turns.append(self._turn(rng, user or value, first, kind, value))
+        turns.append(self._turn(rng, user or value, first, kind, value, candidates=len(pool)))
         used.add(first)
         while len(turns) < n_turns:
             last = turns[-1].recommended[0]
@@ -252,21 +252,26 @@ class Synthesizer:
                 turns[-1].liked = [last]
                 user = self._fill(rng, fol[move], artist=(last_tr.artists or [None])[0])
                 turn_kind, turn_value = move, None
-            pick = rng.choice(cands[:5] if move in ("slower", "faster", "more_like") else cands)
+            drawn_from = cands[:5] if move in ("slower", "faster", "more_like") else cands
+            pick = rng.choice(drawn_from)
             turns.append(self._turn(rng, user or "Another one.", pick, turn_kind, turn_value,
-                                    rejected=move == "reject"))
+                                    rejected=move == "reject", candidates=len(drawn_from)))
             used.add(pick)
         return Conversation(id=f"syn-{self.seed}-{index}", turns=turns, source="synthetic",
                             extra={"synthetic": True, "seed": seed_key})
 
     def _turn(self, rng: random.Random, user: str, tid: str, kind: str, value: str | None = None,
-              rejected: bool = False) -> Turn:
+              rejected: bool = False, candidates: int | None = None) -> Turn:
         reply = self.reply(rng, self.catalog.get(tid), kind)
         if rejected:
             reply = self._fill(rng, self.t["replies"]["rejected"]) + " " + reply
         extra: dict[str, Any] = {"kind": kind}
         if value is not None:  # what was asked for, e.g. the artist or tag
             extra["value"] = value
+        if candidates is not None:
+            # how many tracks fit the request equally well; the pick is uniform among them, so
+            # no recommender can expect more than min(1, k / candidates) of hit@k here
+            extra["candidates"] = candidates
         return Turn(user=user, assistant=reply, recommended=[tid], extra=extra)
 
     def alignment(self, items: Sequence[tuple[str, str]], index: int) -> Conversation:

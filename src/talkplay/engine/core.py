@@ -21,7 +21,7 @@ from talkplay.catalog import Catalog, Conversation, Turn
 from talkplay.engine.constraint import MusicVocab, TrieConstraint
 from talkplay.engine.explain import Explainer
 from talkplay.engine.ranking import EXACT_BUDGET, lm_step, rank_tracks
-from talkplay.errors import TalkPlayError
+from talkplay.errors import InputError, TalkPlayError
 from talkplay.log import get_logger
 from talkplay.run import Run
 
@@ -35,7 +35,8 @@ class EngineConfig:
 
     ``method``: ranking by ``exact`` scoring, ``beam`` search over the trie, or ``auto``
     (exact while the catalog costs at most ``exact_budget`` scoring tokens). ``beam_width``
-    is raised to k when smaller. ``temperature`` 0 means greedy replies.
+    is raised to k when smaller. ``temperature`` 0 means greedy replies. ``device``:
+    ``auto`` (the GPU when torch sees one, else the CPU), or any torch device string.
     """
 
     method: str = "auto"
@@ -46,6 +47,7 @@ class EngineConfig:
     top_p: float = 0.9
     seed: int = 0
     threads: int | None = None
+    device: str = "auto"
 
 
 @dataclass
@@ -66,6 +68,17 @@ class Response:
     method: str = ""
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """``resolve_device("auto")`` is CUDA when torch sees a GPU, else the CPU; other names pass through."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown torch device {device!r} (try auto, cpu, cuda or cuda:1)",
+                         field="device") from None
+
+
 def session_exclude(conversation: Conversation) -> set[str]:
     """Every track the conversation has already recommended, liked or rejected."""
     out: set[str] = set()
@@ -84,7 +97,8 @@ class Engine:
 
     def __init__(self, model: Any, tokenizer: Any, music: Any, catalog: Catalog,
                  cfg: EngineConfig | None = None, render_cfg: Any = None) -> None:
-        self.model = model.eval()
+        self.device = resolve_device(cfg.device if cfg else "auto")
+        self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.music = music
         self.catalog = catalog
@@ -137,7 +151,7 @@ class Engine:
         from transformers import LogitsProcessorList
 
         procs = LogitsProcessorList([TrieConstraint(self.vocab, exclude)] if constrained else [])
-        ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
+        ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
         out = self.model.generate(
             ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
             logits_processor=procs, pad_token_id=self.tokenizer.pad_token_id or 0)
@@ -154,13 +168,13 @@ class Engine:
         """Yield new token ids one by one (KV-cached), stopping at an end-of-turn token."""
         gen = torch.Generator().manual_seed(self.cfg.seed)
         seq = list(ids)
-        step = torch.tensor([seq], dtype=torch.long)
+        step = torch.tensor([seq], dtype=torch.long, device=self.device)
         past = None
         for _ in range(max_new_tokens):
             logits, past = lm_step(self.model, step, past)
             scores = processor(torch.tensor([seq], dtype=torch.long), logits[:, -1].float())
-            if self.cfg.temperature > 0:
-                probs = torch.softmax(scores[0] / self.cfg.temperature, dim=-1)
+            if self.cfg.temperature > 0:  # sampled on the CPU, where the seeded generator lives
+                probs = torch.softmax(scores[0].cpu() / self.cfg.temperature, dim=-1)
                 sp, si = torch.sort(probs, descending=True)
                 keep = torch.cumsum(sp, 0) - sp < self.cfg.top_p
                 tok = int(si[keep][torch.multinomial(sp[keep] / sp[keep].sum(), 1, generator=gen)])
@@ -170,7 +184,7 @@ class Engine:
                 return
             yield tok
             seq.append(tok)
-            step = torch.tensor([[tok]], dtype=torch.long)
+            step = torch.tensor([[tok]], dtype=torch.long, device=self.device)
 
     # -- conversation level ---------------------------------------------------------------
     def prompt_ids(self, conversation: Conversation) -> list[int]:

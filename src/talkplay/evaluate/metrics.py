@@ -61,6 +61,26 @@ def turn_metrics(ranked: Sequence[str], gold: Collection[str],
     return {name: out[name] for name in metric_names(ks)}
 
 
+def uniform_choice_metrics(n_candidates: int, ks: Sequence[int] = K_VALUES) -> dict[str, float]:
+    """Expected metrics of the best possible ranking when the single gold track was drawn
+    uniformly from ``n_candidates`` equally fitting tracks: ``uniform_choice_metrics(20)["hit@10"] == 0.5``.
+
+    The ideal ranking puts exactly those candidates first, so the gold's rank is uniform on
+    1..n: hit@k and recall@k are min(n, k) / n, mrr@k and nDCG@k the means of 1/r and
+    1/log2(r + 1) over r <= min(n, k), divided by n.
+    """
+    if n_candidates < 1:
+        raise ValueError(f"need at least one candidate, got {n_candidates}")
+    n = n_candidates
+    out: dict[str, float] = {}
+    for k in ks:
+        m = min(n, k)
+        out[f"hit@{k}"] = out[f"recall@{k}"] = m / n
+        out[f"ndcg@{k}"] = sum(1.0 / math.log2(r + 1) for r in range(1, m + 1)) / n
+        out[f"mrr@{k}"] = sum(1.0 / r for r in range(1, m + 1)) / n
+    return {name: out[name] for name in metric_names(ks)}
+
+
 @dataclass
 class ScoredTurn:
     """One evaluated turn: ``ScoredTurn("dialog1", 2, {"hit@10": 1.0, ...})``."""

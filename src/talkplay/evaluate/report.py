@@ -21,6 +21,15 @@ CPCD_ATTRIBUTION = ("CPCD: Chaganty et al., \"Beyond Single Items: Exploring Use
                     "Sets with the Conversational Playlist Curation Dataset\", SIGIR 2023; "
                     "data licensed CC BY 4.0.")
 
+# what each reference row (not a system) means, printed under the tables that show it
+REFERENCE_NOTES = {
+    "leak-probe": "The leak-probe row is not a system: it ranks tracks absent from all training data first, "
+                  "in random order, to show how much a score could owe to that signal.",
+    "ceiling": "The ceiling row is not a system: each synthesized turn's gold was drawn uniformly from the "
+               "tracks that fit its request equally well, so the best any ranking can expect is those tracks "
+               "first, in any order (hit@k = min(1, k / candidates)).",
+}
+
 
 def _cell(agg: dict[str, Any], metric: str, average: str, ci: bool) -> str:
     value = agg.get(average, {}).get(metric)
@@ -34,7 +43,8 @@ def _cell(agg: dict[str, Any], metric: str, average: str, ci: bool) -> str:
 
 def table_rows(result: dict[str, Any], metrics: tuple[str, ...] = MAIN_METRICS, average: str = "macro",
                part: str = "all", ci: bool = True, timing: bool = True) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the side-by-side table; the leak probe is labelled as not a system."""
+    """Header and rows of the side-by-side table; reference rows (leak probe, ceiling) are
+    labelled as not systems."""
     header = ["system", "turns", *metrics] + (["fit s", "predict s"] if timing else [])
     rows = []
     for name, s in result["systems"].items():
@@ -61,7 +71,8 @@ def rich_table(result: dict[str, Any], average: str = "macro", part: str = "all"
     title = (f"{result['protocol']} on {conv['n']} conversations / {conv['n_turns']} turns "
              f"({what}{average}, 95% bootstrap CI)")
     header, rows = table_rows(result, average=average, part=part, timing=part == "all")
-    table = Table(title=title)
+    notes = [note for name, note in REFERENCE_NOTES.items() if name in result["systems"]]
+    table = Table(title=title, caption="\n".join(notes) or None)
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
     for r in rows:
@@ -120,9 +131,9 @@ def markdown_report(result: dict[str, Any]) -> str:
         per_turn_markdown(result),
         "",
     ]
-    if any(not s.get("is_system", True) for s in result["systems"].values()):
-        parts += ["The leak-probe row is not a system: it ranks tracks absent from all training data first, "
-                  "in random order, to show how much a score could owe to that signal.", ""]
+    for name, note in REFERENCE_NOTES.items():
+        if name in result["systems"]:
+            parts += [note, ""]
     if result["protocol"] == "cpcd" or "cpcd" in str(conv["source"]).lower():
         parts += [CPCD_ATTRIBUTION, ""]
     return "\n".join(parts)

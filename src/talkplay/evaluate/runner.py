@@ -23,7 +23,7 @@ from talkplay.baselines import BASELINES, CatalogRecommender, make_baseline, top
 from talkplay.baselines.base import baskets
 from talkplay.catalog import Catalog, Conversation, Track
 from talkplay.errors import InputError
-from talkplay.evaluate.metrics import K_VALUES, ScoredTurn, aggregate
+from talkplay.evaluate.metrics import K_VALUES, ScoredTurn, aggregate, uniform_choice_metrics
 from talkplay.evaluate.protocols import PROTOCOLS, EvalCase, clean_ranking, make_cases, score_case
 from talkplay.evaluate.splits import (
     Split,
@@ -41,6 +41,7 @@ log = get_logger(__name__)
 
 TALKPLAY = "talkplay"
 LEAK_PROBE = "leak-probe"
+CEILING = "ceiling"  # reference row for synthesized dialogs; see ceiling_turns
 DEFAULT_BASELINES = ("random", "popularity", "bm25", "bm25-all", "dense", "cooccur", "hybrid")
 
 
@@ -203,6 +204,20 @@ def _rank(rec: Recommender, case: EvalCase) -> list[str]:
     return [tid for tid, _ in rec.recommend(case.context, k=case.k, exclude=case.exclude)]
 
 
+def ceiling_turns(convs: list[Conversation], cases: list[EvalCase]) -> list[ScoredTurn] | None:
+    """The best expected score per turn, when every scored turn records how many tracks fitted
+    its request equally well (``turn.extra["candidates"]``, written by the synthesizer, whose
+    gold is a uniform pick among them); None otherwise. No system can beat it on average."""
+    by_id = {c.id: c for c in convs}
+    out = []
+    for case in cases:
+        n = by_id[case.conversation_id].turns[case.turn_index].extra.get("candidates")
+        if not isinstance(n, int) or n < 1 or len(case.gold) != 1:
+            return None
+        out.append(ScoredTurn(case.conversation_id, case.turn_index, uniform_choice_metrics(n)))
+    return out or None
+
+
 def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
     """Evaluate every system in ``cfg`` on ``run``; returns the report dict (also written
     to ``run/eval/<name>.json`` and ``.md`` with plots unless ``cfg.write`` is False)."""
@@ -277,6 +292,14 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
         log.info("%s: hit@10 %.3f, mrr@100 %.3f (fit %.1fs, predict %.1fs)", sys_name,
                  systems[sys_name]["all"]["macro"]["hit@10"], systems[sys_name]["all"]["macro"]["mrr@100"],
                  fit_s, predict_s)
+    ceiling = ceiling_turns(convs, cases)
+    if ceiling is not None:  # one gold per turn, so a turn is either cold or warm
+        is_cold = [case.gold[0] in cold for case in cases]
+        parts = {"all": ceiling, "cold": [t for t, c in zip(ceiling, is_cold, strict=True) if c],
+                 "warm": [t for t, c in zip(ceiling, is_cold, strict=True) if not c]}
+        systems[CEILING] = {"is_system": False, "fit_seconds": 0.0, "predict_seconds": 0.0}
+        for part, rows in parts.items():
+            systems[CEILING][part] = aggregate(rows, n_boot=cfg.n_boot, seed=cfg.seed)
     result: dict[str, Any] = {
         "name": name,
         "run": str(run.path),
