@@ -85,8 +85,11 @@ def test_finished_demo_has_every_artifact_and_beats_nothing_silently(finished_ru
     run, _, _, result = finished_run
     assert (run.model_dir / "config.json").exists()
     ev = result["evaluation"]
-    assert ev is not None and set(ev["systems"]) == {"bm25", "talkplay"}
+    assert ev is not None and set(ev["systems"]) == {"bm25", "talkplay", "ceiling"}
     assert "hit@10" in ev["systems"]["talkplay"]["all"]["macro"]
+    # synthesized dialogs say how many tracks fit each turn: the table shows that ceiling
+    assert ev["systems"]["ceiling"]["is_system"] is False
+    assert 0 < ev["systems"]["ceiling"]["all"]["macro"]["hit@10"] <= 1
     assert sorted(run.stage("demo")["done"]) == sorted(STAGES)
 
 
