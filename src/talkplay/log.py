@@ -25,7 +25,10 @@ from rich.progress import (
 )
 
 T = TypeVar("T")
-stderr_console = Console(stderr=True)
+# Redirected stderr (a CI log, `2> file`) would get rich's 80 columns, too narrow for the
+# evaluation table; a terminal or an explicit COLUMNS keeps its own width.
+_PIPED_WIDTH = None if sys.stderr.isatty() or "COLUMNS" in os.environ else 200
+stderr_console = Console(stderr=True, width=_PIPED_WIDTH)
 _configured = False
 
 
