@@ -154,9 +154,20 @@ def test_eval_new_conversation_file_adds_cold_tracks(run, tmp_path):
 
 def test_eval_bad_options_are_clear_errors(run):
     for args, needle in ((["--protocol", "nope"], "protocol"), (["--systems", "bm26"], "bm26"),
-                         (["--pool"], "pool")):
+                         (["--pool"], "pool"), (["--name", "../outside"], "../outside")):
         res = runner.invoke(app, ["eval", str(run.path), *args])
         assert res.exit_code != 0 and needle in str(res.exception)
+
+
+def test_named_report_leaves_the_default_one_alone(run):
+    invoke("eval", str(run.path), "--systems", "random", "--n-boot", "0", "--no-plots")
+    before = (run.eval_dir / "cpcd.json").read_text()
+    res = invoke("eval", str(run.path), "--systems", "random,bm25", "--n-boot", "0", "--no-plots",
+                 "--name", "cpcd-bm25")
+    assert res.exit_code == 0, res.output
+    named = json.loads((run.eval_dir / "cpcd-bm25.json").read_text())
+    assert set(named["systems"]) == {"random", "bm25"} and (run.eval_dir / "cpcd-bm25.md").exists()
+    assert (run.eval_dir / "cpcd.json").read_text() == before
 
 
 def test_eval_next_track_on_synthetic_dialogs(run):

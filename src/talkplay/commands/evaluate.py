@@ -1,4 +1,4 @@
-"""`talkplay eval RUN [--protocol cpcd|next-track] [--systems bm25,dense,...] [--json]`."""
+"""`talkplay eval RUN [--protocol cpcd|next-track] [--systems bm25,dense,...] [--name NAME] [--json]`."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def register(app: typer.Typer) -> None:
         leak_probe: bool = typer.Option(False, "--leak-probe",
                                         help="Add the reference row that ranks test-only tracks first."),
         no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+        name: str = typer.Option(None, "--name",
+                                 help="Report name: writes RUN/eval/NAME.{json,md,png}. Default: the "
+                                      "protocol (plus the --conversations file's name)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Score baselines and TalkPlay side by side on held-out conversations."""
@@ -46,7 +49,7 @@ def register(app: typer.Typer) -> None:
             systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
             split=split, conversations=conversations, conversations_format=fmt, pool=pool,
             predictions_out=predictions_out, limit=limit, n_boot=n_boot, seed=seed,
-            leak_probe=leak_probe, plots=not no_plots,
+            leak_probe=leak_probe, plots=not no_plots, name=name,
         )
         result = evaluate_run(Run(run), cfg)
         if as_json:

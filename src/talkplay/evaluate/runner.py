@@ -10,6 +10,7 @@ JSON, Markdown, plots and optional CPCD-format prediction files under ``run/eval
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -82,6 +83,9 @@ class EvalConfig:
             raise InputError("--pool applies to the next-track protocol only", field="--pool")
         if self.n_boot < 0:
             raise InputError("must be >= 0", field="--n-boot")
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", self.name):
+            raise InputError(f"{self.name!r} is not a plain file name (letters, digits, '.', '_', '-')",
+                             field="--name")
         for s in self.systems or []:
             if s not in BASELINES and s != TALKPLAY:
                 raise InputError(f"unknown system {s!r} (known: {', '.join(BASELINES)}, {TALKPLAY})",
