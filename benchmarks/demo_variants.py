@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -24,7 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from training import copy_for_training  # noqa: E402  (benchmarks/training.py, beside this file)
+
 from talkplay.demo import DemoConfig, run_demo  # noqa: E402
+from talkplay.evaluate.metrics import turn_metrics, uniform_choice_metrics  # noqa: E402
 from talkplay.run import Run  # noqa: E402
 
 # DemoConfig overrides per variant; stage dicts are merged over the demo's own defaults
@@ -36,21 +38,6 @@ VARIANTS: dict[str, dict] = {
     "steps180": {"train": {"max_steps": 180}},
     "len256-steps135": {"train": {"max_length": 256, "max_steps": 135}},
 }
-REUSED = ("catalog.parquet", "playlists.parquet", "conversations.parquet", "run.json", "embeddings")
-
-
-def scratch_copy(base: Path, dst: Path) -> Run:
-    """A run at ``dst`` holding ``base``'s import and encode outputs (and their demo records)."""
-    shutil.rmtree(dst, ignore_errors=True)
-    dst.mkdir(parents=True)
-    for name in REUSED:
-        src = base / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name)
-        elif src.exists():
-            shutil.copy(src, dst / name)
-    return Run(dst)
-
 
 def variant_config(name: str, limit: int, systems: list[str], predictions: Path, model: str | None = None,
                    max_steps: int | None = None) -> DemoConfig:
@@ -83,13 +70,13 @@ def per_kind(values: list[tuple[str, float]]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in groups.items()}
 
 
-def hits(pred_file: Path, turns: dict[str, dict], k: int = 10) -> list[tuple[str, float]]:
-    """(kind, hit@k) for every turn in a predictions file."""
-    out = []
+def hits(pred_file: Path, turns: dict[str, dict]) -> dict[str, float]:
+    """``"<dialog id>:<turn>"`` -> hit@10, for every turn in a predictions file."""
+    out = {}
     for line in pred_file.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        t = turns[row["docid"]]
-        out.append((t.get("kind", "?"), float(t["gold"] in [n["docid"] for n in row["neighbor"][:k]])))
+        ranked = [n["docid"] for n in row["neighbor"]]
+        out[row["docid"]] = turn_metrics(ranked, {turns[row["docid"]]["gold"]}, ks=(10,))["hit@10"]
     return out
 
 
@@ -114,24 +101,24 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="talkplay-variants-"))
     rows: list[dict] = []
     for name in names:
-        run = scratch_copy(args.base, work / name)
+        # the import and encode outputs, with their demo records, so only later stages run
+        run = Run(copy_for_training(args.base, work / name, folders=("embeddings",)))
         preds = work / f"{name}-predictions"
         t0 = time.perf_counter()
         result = run_demo(run, variant_config(name, args.limit, systems, preds, args.model, args.max_steps))
         wall = time.perf_counter() - t0
         stages = {s["name"]: s for s in result["stages"]}
         turns = test_turns(run)
+        kind = {docid: t.get("kind", "?") for docid, t in turns.items()}
         for s in systems:
             h = hits(next(preds.glob(f"{s}.*.jsonl")), turns)
-            rows.append({"variant": name, "system": s, "hits": per_kind(h), "wall_s": round(wall, 1),
-                         "train_s": stages["train"]["seconds"],
-                         "n": dict(Counter(k for k, _ in h), all=len(h))})
-        if name == names[0]:  # the best expected hit@10 per turn: see evaluate.ceiling_turns
-            lines = next(preds.glob("*.jsonl")).read_text(encoding="utf-8").splitlines()
-            scored = [turns[json.loads(x)["docid"]] for x in lines]
-            rows.insert(0, {"variant": "ceiling", "system": "-", "n": {},
-                            "hits": per_kind([(t.get("kind", "?"), min(1.0, 10 / t["candidates"]))
-                                              for t in scored if t.get("candidates")])})
+            rows.append({"variant": name, "system": s, "hits": per_kind([(kind[d], v) for d, v in h.items()]),
+                         "wall_s": round(wall, 1), "train_s": stages["train"]["seconds"],
+                         "n": dict(Counter(kind[d] for d in h), all=len(h))})
+        if name == names[0]:  # the best expected hit@10 of the scored turns: see evaluate.ceiling_turns
+            best = [(kind[d], uniform_choice_metrics(turns[d]["candidates"], ks=(10,))["hit@10"])
+                    for d in h if turns[d].get("candidates")]
+            rows.insert(0, {"variant": "ceiling", "system": "-", "n": {}, "hits": per_kind(best)})
         print(json.dumps(rows[-len(systems):]), flush=True)
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1))

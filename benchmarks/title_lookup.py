@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from talkplay.catalog import Conversation, Turn  # noqa: E402
+from talkplay.evaluate.metrics import turn_metrics  # noqa: E402
 from talkplay.run import Run  # noqa: E402
 
 
@@ -45,14 +46,14 @@ def main() -> None:
     print("| system | tracks | hit@1 | hit@10 | s / request |\n|---|---|---|---|---|")
     for name in [s for s in args.systems.split(",") if s]:
         rec = recommender(name, run)
-        hit1 = hit10 = 0
+        hit1 = hit10 = 0.0
         t0 = time.perf_counter()
         for tr in tracks:
             by = f" by {tr.artists[0]}" if tr.artists else ""
             conv = Conversation(id=f"title-{tr.id}", turns=[Turn(user=f"Play {tr.title}{by}.")])
-            top = [t for t, _ in rec.recommend(conv, k=10)]
-            hit1 += bool(top) and top[0] == tr.id
-            hit10 += tr.id in top
+            m = turn_metrics([t for t, _ in rec.recommend(conv, k=10)], {tr.id}, ks=(1, 10))
+            hit1 += m["hit@1"]
+            hit10 += m["hit@10"]
         n = len(tracks)
         per = (time.perf_counter() - t0) / n
         print(f"| {name} | {n} | {hit1 / n:.2f} | {hit10 / n:.2f} | {per:.2f} |", flush=True)

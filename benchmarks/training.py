@@ -26,16 +26,18 @@ from rich.table import Table
 RECIPE = "--base-model smollm2-135m --keep-layers 8 --max-length 256 --batch-size 8 --lr 1e-3 --threads 2"
 
 
-def copy_for_training(run: str | Path, dst: Path) -> Path:
-    """Copy what ``talkplay train`` reads from ``run`` (catalog, run.json, tokenizer,
-    dialogs) into a fresh ``dst``, so a benchmark never touches the run's own model."""
+def copy_for_training(run: str | Path, dst: Path,
+                      folders: tuple[str, ...] = ("tokenizer", "dialogs")) -> Path:
+    """Copy the catalog files, run.json and ``folders`` of ``run`` into a fresh ``dst``
+    (by default what ``talkplay train`` reads), so a benchmark never touches the run's own
+    model or reports."""
     run = Path(run)
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
     for name in ("catalog.parquet", "playlists.parquet", "conversations.parquet", "run.json"):
         if (run / name).exists():
             shutil.copy(run / name, dst / name)
-    for name in ("tokenizer", "dialogs"):
+    for name in folders:
         shutil.copytree(run / name, dst / name)
     return dst
 
