@@ -37,3 +37,6 @@ MUSIC_CLOSE = "<|/music|>"
 def token_name(modality: str, code: int) -> str:
     """``token_name("tags", 87) == "<tag_0087>"``."""
     return f"<{MODALITIES[modality].prefix}_{code:04d}>"
+# Content-grounded tracks: the one position a track occupies; its input embedding is the
+# track's row, computed from its content (``talkplay.tracks``), never a learnt token row.
+TRACK_SLOT = "<|track|>"

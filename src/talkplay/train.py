@@ -35,6 +35,7 @@ from talkplay.log import ProgressBar, get_logger
 from talkplay.run import Run
 
 log = get_logger(__name__)
+TRACK_REPRS = ("content", "codes")
 
 
 @dataclass
@@ -66,6 +67,10 @@ class TrainConfig:
     bf16: bool = False  # mixed precision for large models on GPUs; brings nothing on AVX2 CPUs
     gradient_checkpointing: bool = False  # trade recompute for activation memory
     supervised_logits: bool = True  # LM head only where the loss mask is 1: same loss, less time and memory
+    track_repr: str = "content"  # content: one row per track from its content; codes: k-means music tokens
+    time_budget: float = 0.0  # minutes of training at most (0: none); the schedule fits the budget
+    inject_gain: float = 8.0  # content: size of the request embedding added at <|music|>
+    text_weight: float = 1.0  # content: weight of the reply-text loss beside the track loss
 
     def validate(self) -> None:
         checks = [
@@ -77,6 +82,8 @@ class TrainConfig:
             (self.save_every > 0, "--save-every must be positive"),
             (self.keep_layers is None or self.keep_layers > 0, "--keep-layers must be positive"),
             (self.init in ("mean_cov", "describe"), "--init must be mean_cov or describe"),
+            (self.track_repr in TRACK_REPRS, f"--track-repr must be one of {', '.join(TRACK_REPRS)}"),
+            (self.time_budget >= 0, "--time-budget must be 0 (none) or positive"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -167,8 +174,10 @@ def weights_digest(model: Any) -> str:
     return h.hexdigest()
 
 
-def save_model_atomic(model: Any, tokenizer: Any, target: Path, extra: dict[str, Any]) -> None:
-    """``save_pretrained`` model + tokenizer into a temp folder, then rename onto ``target``."""
+def save_model_atomic(model: Any, tokenizer: Any, target: Path, extra: dict[str, Any],
+                      write_extra: Any = None) -> None:
+    """``save_pretrained`` model + tokenizer (+ ``write_extra(folder)``) into a temp folder,
+    then rename onto ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     old = None
@@ -176,6 +185,8 @@ def save_model_atomic(model: Any, tokenizer: Any, target: Path, extra: dict[str,
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / "talkplay.json", extra)
+        if write_extra is not None:
+            write_extra(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -315,6 +326,10 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
 
     cfg.validate()
     hf_logging.disable_progress_bar()  # progress is ours, on stderr
+    if cfg.track_repr == "content":
+        from talkplay.tracks.train import train_content  # tracks builds on this module's helpers
+
+        return train_content(run, cfg)
     t_start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -35,6 +35,14 @@ def register(app: typer.Typer) -> None:
         supervised_logits: bool = typer.Option(
             True, "--supervised-logits/--all-logits",
             help="Run the LM head only where the loss mask is 1 (same loss, less time and memory)."),
+        track_repr: str = typer.Option(
+            "content", "--track-repr",
+            help="content: each track is one row computed from its content; codes: k-means music tokens."),
+        time_budget: float = typer.Option(
+            0.0, "--time-budget", help="Minutes of training at most (0: none); the schedule fits it."),
+        inject_gain: float = typer.Option(
+            8.0, "--inject-gain", help="content: size of the request embedding added at <|music|>."),
+        text_weight: float = typer.Option(1.0, "--text-weight", help="content: reply-text loss weight."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Fine-tune the model: expand the vocabulary, train on dialogs, write RUN/model."""
@@ -46,7 +54,8 @@ def register(app: typer.Typer) -> None:
                           max_length=max_length, save_every=save_every, resume=resume,
                           keep_layers=keep_layers or None, threads=threads or None, seed=seed,
                           bf16=bf16, gradient_checkpointing=gradient_checkpointing,
-                          supervised_logits=supervised_logits)
+                          supervised_logits=supervised_logits, track_repr=track_repr,
+                          time_budget=time_budget, inject_gain=inject_gain, text_weight=text_weight)
         out = train_run(Run(run), cfg)
         if out.get("rank", 0) != 0:  # data-parallel replicas: only the main process reports
             return

@@ -65,6 +65,8 @@ class Rendered:
     loss_mask: list[int]
     dropped_turns: int = 0
     music_positions: list[int] = field(default_factory=list)  # where music tokens sit
+    # one entry per music block, in order: (track id, turn index, written by the assistant)
+    blocks: list[tuple[str, int, bool]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -74,7 +76,10 @@ class Rendered:
         return [i if m else ignore_index for i, m in zip(self.input_ids, self.loss_mask, strict=True)]
 
 
-def _music_block(music: Any, track_id: str) -> str:
+def _music_block(music: Any, track_id: str, blocks: list[tuple[str, int, bool]] | None = None,
+                 turn: int = 0, assistant: bool = False) -> str:
+    if blocks is not None:  # the caller needs to know which track each block stands for
+        blocks.append((track_id, turn, assistant))
     return MUSIC_OPEN + "".join(music.track_tokens(track_id)) + MUSIC_CLOSE
 
 
@@ -127,7 +132,8 @@ def _system_text(conv: Conversation, cfg: RenderConfig) -> str | None:
     return "\n".join(parts) or None
 
 
-def _user_text(conv: Conversation, i: int, music: Any, cfg: RenderConfig) -> str:
+def _user_text(conv: Conversation, i: int, music: Any, cfg: RenderConfig,
+               blocks: list[tuple[str, int, bool]] | None = None) -> str:
     text = conv.turns[i].user.strip()
     if cfg.feedback and i > 0:
         prev = conv.turns[i - 1]
@@ -136,7 +142,7 @@ def _user_text(conv: Conversation, i: int, music: Any, cfg: RenderConfig) -> str
         lines = []
         for label, ids in (("Liked", prev.liked), ("Disliked", prev.disliked)):
             # tracks the last answer showed are referred to by number (no repeated tokens)
-            refs = [f"#{shown[t]}" if t in shown else _music_block(music, t) for t in ids
+            refs = [f"#{shown[t]}" if t in shown else _music_block(music, t, blocks, i) for t in ids
                     if t in shown or t in known]
             if refs:
                 lines.append(f"{label}: {', '.join(refs)}.")
@@ -145,14 +151,15 @@ def _user_text(conv: Conversation, i: int, music: Any, cfg: RenderConfig) -> str
     # tracks the user refers to ("what is this track? <|music|>…"), e.g. alignment examples
     shown = [t for t in conv.turns[i].extra.get("user_tracks") or () if t in _known(music)]
     if shown:
-        text = text + " " + "".join(_music_block(music, t) for t in shown)
+        text = text + " " + "".join(_music_block(music, t, blocks, i) for t in shown)
     return text
 
 
-def _assistant_parts(turn: Turn, music: Any, cfg: RenderConfig) -> list[tuple[str, bool]]:
+def _assistant_parts(turn: Turn, music: Any, cfg: RenderConfig,
+                     record: list[tuple[str, int, bool]] | None = None, index: int = 0) -> list[tuple[str, bool]]:
     """The assistant content as (text, supervised) pieces; joined, they are the content."""
     disliked = set(turn.disliked)
-    blocks = [(_music_block(music, t), cfg.supervise_disliked or t not in disliked)
+    blocks = [(_music_block(music, t, record, index, True), cfg.supervise_disliked or t not in disliked)
               for t in turn_tracks(turn, music, cfg)]
     reply = turn.assistant.strip()
     if not blocks:
@@ -186,7 +193,7 @@ def _encode(tok: Any, text: str) -> list[int]:
 
 
 def _segments(conv: Conversation, turns: range, tok: Any, music: Any, cfg: RenderConfig,
-              prompt: bool) -> list[tuple[str, bool]]:
+              prompt: bool, blocks: list[tuple[str, int, bool]] | None = None) -> list[tuple[str, bool]]:
     """Template text cut into (text, supervised) segments, in order."""
     messages: list[dict[str, str]] = []
     system = _system_text(conv, cfg)
@@ -197,14 +204,14 @@ def _segments(conv: Conversation, turns: range, tok: Any, music: Any, cfg: Rende
     last = turns[-1] if len(turns) else None
     eot = _eot(tok)
     for i in turns:
-        messages.append({"role": "user", "content": _user_text(conv, i, music, cfg)})
+        messages.append({"role": "user", "content": _user_text(conv, i, music, cfg, blocks)})
         if prompt and i == last:
             text = _template(tok, messages, gen=True)
             segs.append((_delta(done, text), False))
             return segs
         head = _template(tok, messages, gen=True)
         segs.append((_delta(done, head), False))
-        parts = _assistant_parts(conv.turns[i], music, cfg)
+        parts = _assistant_parts(conv.turns[i], music, cfg, blocks, i)
         content = "".join(p for p, _ in parts)
         messages.append({"role": "assistant", "content": content})
         full = _template(tok, messages)
@@ -292,7 +299,8 @@ def _render(conv: Conversation, tok: Any, music: Any, cfg: RenderConfig, prompt:
         raise RenderError(f"conversation {conv.id!r} has no turns")
     start = 0
     while True:
-        segs = _segments(conv, range(start, n), tok, music, cfg, prompt)
+        blocks: list[tuple[str, int, bool]] = []
+        segs = _segments(conv, range(start, n), tok, music, cfg, prompt, blocks)
         ids, mask, positions = _tokenise(segs, tok, music)
         if cfg.max_length is None or len(ids) <= cfg.max_length or start == n - 1:
             break
@@ -302,7 +310,12 @@ def _render(conv: Conversation, tok: Any, music: Any, cfg: RenderConfig, prompt:
         cut = len(ids) - cfg.max_length if prompt else 0
         ids, mask = ids[cut: cut + cfg.max_length], mask[cut: cut + cfg.max_length]
         positions = [p - cut for p in positions if cut <= p < cut + cfg.max_length]
-    return Rendered(ids, mask, dropped_turns=start, music_positions=positions)
+        # blocks cut off with the text go from the record too: from the left, those whose end
+        # remains are counted; from the right, those whose start remains
+        edge = tok.convert_tokens_to_ids(MUSIC_CLOSE if prompt else MUSIC_OPEN)
+        kept = sum(i == edge for i in ids)
+        blocks = blocks[len(blocks) - kept:] if prompt else blocks[:kept]
+    return Rendered(ids, mask, dropped_turns=start, music_positions=positions, blocks=blocks)
 
 
 def render(conv: Conversation, hf_tokenizer: Any, music: Any, cfg: RenderConfig | None = None) -> Rendered:
@@ -322,6 +335,13 @@ def render_prompt(conv: Conversation, hf_tokenizer: Any, music: Any,
     tracks, if any, are ignored. The model continues with ``<|music|>`` codes ``<|/music|>``.
     """
     return _render(conv, hf_tokenizer, music, cfg or RenderConfig(), prompt=True).input_ids
+
+
+def render_prompt_blocks(conv: Conversation, hf_tokenizer: Any, music: Any,
+                        cfg: RenderConfig | None = None) -> Rendered:
+    """``render_prompt`` with its bookkeeping: ``r.input_ids`` and ``r.blocks`` (which track
+    each music block stands for), for models that put something of their own at each block."""
+    return _render(conv, hf_tokenizer, music, cfg or RenderConfig(), prompt=True)
 
 
 def render_spans(conv: Conversation, hf_tokenizer: Any, music: Any,

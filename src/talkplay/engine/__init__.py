@@ -4,6 +4,7 @@
 """
 
 from talkplay.engine.constraint import MusicVocab, TrieConstraint
+from talkplay.engine.content import ContentEngine  # registers the loader for content-grounded runs
 from talkplay.engine.core import (
     Engine,
     EngineConfig,
@@ -17,6 +18,6 @@ from talkplay.engine.ranking import rank_tracks
 from talkplay.engine.session import Session
 
 __all__ = [
-    "Engine", "EngineConfig", "MusicVocab", "Recommendation", "Response", "Session",
+    "ContentEngine", "Engine", "EngineConfig", "MusicVocab", "Recommendation", "Response", "Session",
     "TalkPlayRecommender", "TrieConstraint", "clean_reply", "rank_tracks", "session_exclude",
 ]

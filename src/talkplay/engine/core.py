@@ -9,8 +9,9 @@ token ids (``generate``, ``rank_ids``).
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,10 @@ from talkplay.log import get_logger
 from talkplay.run import Run
 
 log = get_logger(__name__)
-_RAW_MUSIC = re.compile(r"<\|/?music\|>|<[a-z]+_\d{3,}>")
+# How a run's model is loaded, by the ``track_repr`` its ``model/talkplay.json`` records
+# (``codes`` when absent); other representations register here (``engine/content.py``).
+_LOADERS: dict[str, Callable[..., Engine]] = {}
+_RAW_MUSIC = re.compile(r"<\|/?music\|>|<\|track\|>|<[a-z]+_\d{3,}>")
 
 
 @dataclass
@@ -79,6 +83,19 @@ def resolve_device(device: str = "auto") -> torch.device:
                          field="device") from None
 
 
+def register_loader(track_repr: str, loader: Callable[..., Engine]) -> None:
+    """Make ``Engine.load`` hand runs trained with ``track_repr`` to ``loader(run_dir, cfg)``."""
+    _LOADERS[track_repr] = loader
+
+
+def track_repr_of(run: Run) -> str:
+    """``content`` or ``codes``: how the run's trained model represents tracks."""
+    path = run.model_dir / "talkplay.json"
+    if not path.exists():
+        return "codes"
+    return json.loads(path.read_text(encoding="utf-8")).get("track_repr", "codes")
+
+
 def session_exclude(conversation: Conversation) -> set[str]:
     """Every track the conversation has already recommended, liked or rejected."""
     out: set[str] = set()
@@ -113,7 +130,8 @@ class Engine:
 
     @classmethod
     def load(cls, run_dir: str | Path, cfg: EngineConfig | None = None) -> Engine:
-        """Load ``run/model`` (plain transformers), ``run/tokenizer`` and the catalog."""
+        """Load ``run/model`` (plain transformers), ``run/tokenizer`` and the catalog; a run
+        trained with content-grounded tracks gets a ``ContentEngine``."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -124,6 +142,11 @@ class Engine:
         run = Run(run_dir)
         if not (run.model_dir / "config.json").exists():
             raise TalkPlayError(f"no trained model in {run.model_dir}; run `talkplay train {run.path}` first")
+        kind = track_repr_of(run)
+        if kind != "codes":
+            if kind not in _LOADERS:
+                raise TalkPlayError(f"{run.model_dir} holds a {kind!r} model this version cannot load")
+            return _LOADERS[kind](run_dir, cfg)
         model = AutoModelForCausalLM.from_pretrained(run.model_dir, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
         music = MusicTokenizer.load(run.tokenizer_dir)

@@ -1,0 +1,235 @@
+"""The engine for content-grounded tracks: one forward, one matrix product, k tracks.
+
+``ContentEngine.load(run_dir)`` (what ``Engine.load`` returns for such a run) reads the
+merged LM, ``tracks.pt`` and the run's *current* embeddings, so tracks added with
+``talkplay catalog add`` and ``talkplay encode`` after training are ranked at once (their
+rows come from their content). A request is rendered as in training, its text embedded
+by the text encoder and added at ``<|music|>``; the hidden state there is scored against
+every catalog row, already-seen tracks masked, and the top k taken. The reply is then
+written after the k track blocks, reusing the prompt's KV cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from talkplay.catalog import Catalog, Conversation, Turn
+from talkplay.dialogs.render import RenderConfig, render_prompt_blocks
+from talkplay.engine.core import (
+    Engine,
+    EngineConfig,
+    Recommendation,
+    clean_reply,
+    register_loader,
+    resolve_device,
+)
+from talkplay.engine.explain import Explainer
+from talkplay.engine.ranking import _cache_kw
+from talkplay.errors import TalkPlayError
+from talkplay.log import get_logger
+from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
+from talkplay.run import Run
+from talkplay.tracks.data import query_text
+from talkplay.tracks.features import TrackFeatures, TrackSlots
+from talkplay.tracks.model import ContentModel
+from talkplay.tracks.network import TrackNet, TrackNetConfig
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Prompt:
+    """A rendered request: ids ending in ``<|music|>`` and where its slots and opens are."""
+
+    ids: list[int]
+    slots: list[tuple[int, str]]  # (position, track id)
+    opens: list[tuple[int, str]]  # (position, request text)
+
+
+class ContentEngine(Engine):
+    """``Engine`` over a ``ContentModel``; build with ``Engine.load(run_dir)``."""
+
+    def __init__(self, model: ContentModel, tokenizer: Any, catalog: Catalog, cfg: EngineConfig | None = None,
+                 render_cfg: RenderConfig | None = None, text_model: str | None = None) -> None:
+        from talkplay.encoders.text import TextEncoder
+
+        self.cfg = cfg or EngineConfig()
+        self.device = resolve_device(self.cfg.device)
+        self.content = model.to(self.device).eval()
+        self.model = self.content.lm
+        self.tokenizer = tokenizer
+        self.catalog = catalog
+        self.music = TrackSlots(catalog.ids())
+        self.render_cfg = render_cfg or RenderConfig()
+        self.explainer = Explainer(self.music, catalog)
+        self.stop_ids = self._stop_ids()
+        self.last_method = ""
+        self.text = TextEncoder(text_model)
+        ids = tokenizer.convert_tokens_to_ids([MUSIC_OPEN, MUSIC_CLOSE, TRACK_SLOT])
+        self.open_id, self.close_id, self.slot_id = (int(i) for i in ids)
+        self.music_ids = torch.tensor(ids, device=self.device)
+        with torch.inference_mode():
+            self.rows = self.content.rows()
+            self.row_unit = torch.nn.functional.normalize(self.rows.float(), dim=-1)
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, cfg: EngineConfig | None = None) -> ContentEngine:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        run = Run(run_dir)
+        meta = json.loads((run.model_dir / "talkplay.json").read_text(encoding="utf-8"))
+        ncfg = TrackNetConfig(**json.loads((run.model_dir / "tracks.json").read_text(encoding="utf-8")))
+        feats = TrackFeatures.from_run(run, dims=ncfg.dims)
+        net = TrackNet(ncfg)
+        net.load_state_dict(torch.load(run.model_dir / "tracks.pt", map_location="cpu", weights_only=True))
+        lm = AutoModelForCausalLM.from_pretrained(run.model_dir, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(run.model_dir)
+        model = ContentModel(lm, net, feats, int(tok.convert_tokens_to_ids(TRACK_SLOT)))
+        rcfg = RenderConfig(max_length=meta.get("max_length"))
+        return cls(model, tok, run.load_catalog(validate=False), cfg, rcfg, meta.get("text_model"))
+
+    # -- prompt -----------------------------------------------------------------------------
+    def prompt(self, conversation: Conversation) -> Prompt:
+        """Render the conversation up to the assistant's first ``<|music|>``."""
+        r = render_prompt_blocks(conversation, self.tokenizer, self.music, self.render_cfg)
+        ids = [*r.input_ids, self.open_id]
+        positions = [p for p, i in enumerate(ids) if i == self.slot_id]
+        blocks = r.blocks[len(r.blocks) - len(positions):]  # a prompt is cut from the left
+        slots, opens = [], []
+        for p, (tid, turn, by_assistant) in zip(positions, blocks, strict=True):
+            slots.append((p, tid))
+            if by_assistant and p > 0 and ids[p - 1] == self.open_id:
+                opens.append((p - 1, query_text(conversation, turn)))
+        opens.append((len(ids) - 1, query_text(conversation, len(conversation.turns) - 1)))
+        return Prompt(ids, slots, opens)
+
+    def _queries(self, texts: list[str]) -> torch.Tensor:
+        return torch.from_numpy(self.text.encode(texts)).to(self.device)
+
+    def _forward(self, emb: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, Any]:
+        kw = {} if cache is None else {_cache_kw(type(self.model)): cache}
+        out = self.model(inputs_embeds=emb, use_cache=True, output_hidden_states=True, logits_to_keep=1, **kw)
+        new = out["cache"] if "cache" in out else out["past_key_values"]
+        return out, new
+
+    def _embed(self, ids: list[int], slots: list[tuple[int, int]],
+               opens: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+        t = torch.tensor([ids], dtype=torch.long, device=self.device)
+
+        def lt(x: list[int]) -> torch.Tensor:
+            return torch.tensor(x, dtype=torch.long, device=self.device)
+
+        q = torch.stack([v for _, v in opens]) if opens else torch.zeros(0, self.text.dim, device=self.device)
+        return self.content.embed(t, self.rows, lt([0] * len(slots)), lt([p for p, _ in slots]),
+                                  lt([r for _, r in slots]), lt([0] * len(opens)),
+                                  lt([p for p, _ in opens]), q)
+
+    # -- ranking ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _rank(self, conversation: Conversation, k: int, banned: set[str]) -> tuple[
+            list[tuple[str, float]], Any, torch.Tensor]:
+        pr = self.prompt(conversation)
+        texts = [t for _, t in pr.opens]
+        qv = self._queries(texts)
+        index = self.music.index
+        emb = self._embed(pr.ids, [(p, index[t]) for p, t in pr.slots],
+                          [(p, qv[i]) for i, (p, _) in enumerate(pr.opens)])
+        out, cache = self._forward(emb)
+        h = out.hidden_states[-1][0, -1]
+        scores = torch.log_softmax(self.content.track_scores(h, self.rows), dim=-1)
+        mask = [index[t] for t in banned if t in index]
+        if mask:
+            scores[torch.tensor(mask, device=self.device)] = float("-inf")
+        k = min(k, len(index) - len(mask))
+        if k <= 0:
+            return [], cache, qv[-1]
+        top = torch.topk(scores, k)
+        ids = self.music.track_ids
+        ranked = [(ids[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+        return ranked, cache, qv[-1]
+
+    def why(self, track_id: str, liked: list[str]) -> str:
+        """The track's tags (else artists), then co-occurrence with tracks the user liked."""
+        tr = self.catalog.get(track_id)
+        facts = (f"tags: {' / '.join(tr.tags[:3])}" if tr.tags else
+                 f"by {', '.join(tr.artists[:2])}" if tr.artists else "")
+        parts = [p for p in (facts, self.explainer.cooccur_reason(track_id, liked)) if p]
+        return "; ".join(parts)
+
+    def _recommend(self, conversation: Conversation, k: int, exclude: Iterable[str]) -> tuple[
+            list[Recommendation], Any]:
+        if not conversation.turns:
+            conversation = replace(conversation, turns=[Turn(user="")])
+        from talkplay.engine.core import session_exclude
+
+        banned = session_exclude(conversation) | set(exclude)
+        ranked, cache, q = self._rank(conversation, k, banned)
+        self.last_method = "exact"
+        liked = [x for t in conversation.turns for x in t.liked]
+        return [Recommendation(t, s, self.why(t, liked)) for t, s in ranked], (cache, q)
+
+    def rank_ids(self, prompt_ids: list[int], k: int = 10, exclude: Iterable[str] = ()) -> tuple[
+            list[tuple[str, float]], str]:
+        raise TalkPlayError("a content-grounded model ranks conversations, not token ids: use recommend()")
+
+    # -- reply ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def stream_respond(self, conversation: Conversation, k: int = 3, exclude: Iterable[str] = ()) -> Iterator[
+            Recommendation | str]:
+        recs, (cache, q) = self._recommend(conversation, k, exclude)
+        yield from recs
+        if not recs:
+            return
+        # the blocks after the open already in the cache: slot, close, then open + slot + close ...
+        ids: list[int] = []
+        slots: list[tuple[int, int]] = []
+        opens: list[tuple[int, torch.Tensor]] = []
+        for n, r in enumerate(recs):
+            if n:
+                opens.append((len(ids), q))
+                ids.append(self.open_id)
+            slots.append((len(ids), self.music.index[r.track_id]))
+            ids += [self.slot_id, self.close_id]
+        ids += self.tokenizer(self.render_cfg.reply_sep, add_special_tokens=False)["input_ids"]
+        out, cache = self._forward(self._embed(ids, slots, opens), cache)
+        logits = out.logits[:, -1].float()
+        reply: list[int] = []
+        sent = ""
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        for _ in range(self.cfg.reply_tokens):
+            logits[:, self.music_ids] = float("-inf")  # the reply is text: no music markup
+            tok = self._pick(logits[0], gen)
+            if tok in self.stop_ids:
+                break
+            reply.append(tok)
+            text = clean_reply(self.tokenizer.decode(reply, skip_special_tokens=True))
+            if not text.endswith("\ufffd") and text.startswith(sent) and len(text) > len(sent):
+                yield text[len(sent):] if sent else text
+                sent = text
+            step = self.model.get_input_embeddings()(torch.tensor([[tok]], device=self.device))
+            out, cache = self._forward(step, cache)
+            logits = out.logits[:, -1].float()
+        final = clean_reply(self.tokenizer.decode(reply, skip_special_tokens=True))
+        if final.startswith(sent) and len(final) > len(sent):
+            yield final[len(sent):]
+
+    def _pick(self, logits: torch.Tensor, gen: torch.Generator) -> int:
+        if self.cfg.temperature <= 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits.cpu() / self.cfg.temperature, dim=-1)
+        sp, si = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sp, 0) - sp < self.cfg.top_p
+        return int(si[keep][torch.multinomial(sp[keep] / sp[keep].sum(), 1, generator=gen)])
+
+
+register_loader("content", ContentEngine.load)

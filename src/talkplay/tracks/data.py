@@ -1,0 +1,87 @@
+"""Conversations as training examples for the content-grounded model.
+
+``ex = Example.build(conv, tok, slots, RenderConfig(max_length=256))`` renders a conversation
+(``talkplay.dialogs.render``) and records, for every track block, the position of its slot
+and the track's row, and for every block the assistant writes, the ``<|music|>`` position
+where the model predicts the track, the request text whose embedding is added there, and
+the target row (-1 when the track is not a target, e.g. one the user rejected).
+``collate(examples, pad_id)`` pads a batch into tensors ``ContentModel.loss`` reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from talkplay.catalog import Conversation
+from talkplay.dialogs.render import RenderConfig, Rendered, render
+from talkplay.modalities import MUSIC_OPEN, TRACK_SLOT
+
+
+def query_text(conv: Conversation, turn: int) -> str:
+    """The request the model answers at ``turn``: every user message so far, one per line.
+
+    Catalog-alignment conversations pack unrelated requests, so there only the turn's own
+    message counts.
+    """
+    if conv.extra.get("alignment"):
+        return conv.turns[turn].user.strip()
+    return "\n".join(t.user.strip() for t in conv.turns[: turn + 1] if t.user.strip())
+
+
+@dataclass
+class Example:
+    """One rendered conversation with its slot and ``<|music|>`` bookkeeping."""
+
+    input_ids: list[int]
+    labels: list[int]
+    slots: list[tuple[int, int]] = field(default_factory=list)  # (position, track row)
+    opens: list[tuple[int, str, int]] = field(default_factory=list)  # (position, request text, target row)
+
+    @classmethod
+    def from_rendered(cls, r: Rendered, conv: Conversation, tok: Any, slots: Any) -> Example:
+        slot_id = tok.convert_tokens_to_ids(TRACK_SLOT)
+        open_id = tok.convert_tokens_to_ids(MUSIC_OPEN)
+        ids = r.input_ids
+        positions = [p for p, i in enumerate(ids) if i == slot_id]
+        blocks = r.blocks[: len(positions)]  # a block cut off at the end keeps no slot
+        labels = r.labels()
+        ex = cls(list(ids), labels)
+        for p, (tid, turn, by_assistant) in zip(positions, blocks, strict=True):
+            row = slots.index[tid]
+            ex.slots.append((p, row))
+            labels[p] = -100  # the slot is predicted by the track head, not the text head
+            if by_assistant and p > 0 and ids[p - 1] == open_id:
+                ex.opens.append((p - 1, query_text(conv, turn), row if r.loss_mask[p] else -1))
+        return ex
+
+    @classmethod
+    def build(cls, conv: Conversation, tok: Any, slots: Any, cfg: RenderConfig) -> Example:
+        return cls.from_rendered(render(conv, tok, slots, cfg), conv, tok, slots)
+
+    @property
+    def supervised(self) -> bool:
+        return any(t >= 0 for _, _, t in self.opens) or any(x != -100 for x in self.labels)
+
+
+def collate(examples: list[Example], pad_id: int, query_index: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``/``labels`` and flat index tensors for slots and opens."""
+    n = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), n), -100, dtype=torch.long)
+    sb, sp, sr, ob, op, oq, ot = [], [], [], [], [], [], []
+    for b, e in enumerate(examples):
+        ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        labels[b, : len(e.labels)] = torch.tensor(e.labels)
+        for p, r in e.slots:
+            sb.append(b), sp.append(p), sr.append(r)
+        for p, text, t in e.opens:
+            ob.append(b), op.append(p), oq.append(query_index[text]), ot.append(t)
+
+    def lt(x: list[int]) -> torch.Tensor:
+        return torch.tensor(x, dtype=torch.long)
+
+    return {"input_ids": ids, "labels": labels, "slot_b": lt(sb), "slot_p": lt(sp), "slot_row": lt(sr),
+            "open_b": lt(ob), "open_p": lt(op), "open_q": lt(oq), "open_target": lt(ot)}

@@ -1,0 +1,86 @@
+"""A causal LM and a ``TrackNet`` as one network: ``ContentModel(lm, net, features, slot_id)``.
+
+Tracks enter the LM as their rows (the slot's input embedding), the request's text
+embedding is added at every ``<|music|>`` the assistant writes, and the hidden state there
+is scored against every catalog row. ``model(**batch)`` (a batch from
+``talkplay.tracks.data.collate`` plus ``queries``) returns the summed text and track loss
+for training; ``model.embed(...)`` and ``model.track_scores(...)`` serve inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from talkplay.tracks.features import TrackFeatures
+from talkplay.tracks.network import TrackNet
+
+
+class ContentModel(nn.Module):
+    """See the module docstring. ``features`` become buffers (not saved: they come from the run)."""
+
+    def __init__(self, lm: Any, net: TrackNet, features: TrackFeatures, slot_id: int) -> None:
+        super().__init__()
+        self.lm = lm
+        self.net = net
+        self.slot_id = slot_id
+        self.set_features(features)
+
+    def set_features(self, features: TrackFeatures) -> None:
+        """Point the model at a catalog's content (new tracks need nothing else: cold start)."""
+        arrays, masks = features.tensors()
+        self.modalities = list(arrays)
+        for m in self.net.modalities:
+            self.register_buffer(f"feat_{m}", arrays[m], persistent=False)
+            self.register_buffer(f"mask_{m}", masks[m], persistent=False)
+
+    def rows(self) -> torch.Tensor:
+        """(N, hidden) rows of every catalog track."""
+        arrays = {m: getattr(self, f"feat_{m}") for m in self.net.modalities}
+        masks = {m: getattr(self, f"mask_{m}") for m in self.net.modalities}
+        return self.net.rows(arrays, masks)
+
+    def embed(self, input_ids: torch.Tensor, rows: torch.Tensor, slot_b: torch.Tensor, slot_p: torch.Tensor,
+              slot_row: torch.Tensor, open_b: torch.Tensor, open_p: torch.Tensor,
+              open_query: torch.Tensor) -> torch.Tensor:
+        """Input embeddings: token rows, slots replaced by track rows, requests added at opens."""
+        emb = self.lm.get_input_embeddings()(input_ids)
+        if len(slot_b):
+            emb = emb.index_put((slot_b, slot_p), rows[slot_row].to(emb.dtype))
+        if len(open_b):
+            emb = emb.index_put((open_b, open_p), self.net.query(open_query).to(emb.dtype), accumulate=True)
+        return emb
+
+    def track_scores(self, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self.net.scores(hidden.float(), rows.float())
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, slot_b: torch.Tensor,
+                slot_p: torch.Tensor, slot_row: torch.Tensor, open_b: torch.Tensor, open_p: torch.Tensor,
+                open_q: torch.Tensor, open_target: torch.Tensor, queries: torch.Tensor,
+                text_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """``{"loss", "text_loss", "track_loss", "n_text", "n_tracks"}`` for one batch.
+
+        The text loss is the LM's cross-entropy on the supervised reply tokens (its head run
+        only there); the track loss is the cross-entropy of the target among every catalog
+        row at each supervised ``<|music|>`` (a full softmax over the catalog).
+        """
+        rows = self.rows()
+        emb = self.embed(input_ids, rows, slot_b, slot_p, slot_row, open_b, open_p, queries[open_q])
+        out = self.lm(inputs_embeds=emb, output_hidden_states=True, logits_to_keep=1, use_cache=False)
+        hidden = out.hidden_states[-1]
+        target = labels[:, 1:]
+        keep = target != -100
+        zero = hidden.sum() * 0.0
+        text_loss = zero
+        if keep.any():
+            logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
+            text_loss = nn.functional.cross_entropy(logits, target[keep])
+        sel = open_target >= 0
+        track_loss = zero
+        if sel.any():
+            scores = self.track_scores(hidden[open_b[sel], open_p[sel]], rows)
+            track_loss = nn.functional.cross_entropy(scores, open_target[sel])
+        return {"loss": text_weight * text_loss + track_loss, "text_loss": text_loss.detach(),
+                "track_loss": track_loss.detach(), "n_text": keep.sum(), "n_tracks": sel.sum()}

@@ -1,0 +1,99 @@
+"""The track-row network: content in, one row per track out, and the track head.
+
+``net = TrackNet.create(dims, hidden=576, query_dim=384, text_modalities=["metadata"])``;
+``rows = net.rows(arrays, masks)`` -> (N, hidden): each track's row from its modality
+embeddings (a projection per modality, a learnt "missing" vector where a modality is
+absent, summed and scaled to the LM's embedding norm). ``net.query(q)`` projects the text
+encoder's embedding of the user's request into the LM's hidden size; the model adds it to
+the input of every ``<|music|>`` position it writes. ``net.scores(h, rows)`` scores the
+LM's hidden state at ``<|music|>`` against every row: one matrix product over the catalog.
+
+Initialisation puts every text modality and the query in one shared subspace (a fixed
+random isometry of the text encoder's space), so before training the head already
+compares request and track in the text encoder's terms; training moves everything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class TrackNetConfig:
+    """Shapes and initial values of a ``TrackNet``; saved beside the model as ``tracks.json``."""
+
+    dims: dict[str, int]
+    hidden: int
+    query_dim: int
+    text_modalities: list[str] = field(default_factory=list)
+    row_norm: float = 1.0  # rows are scaled to the LM's mean token-embedding norm
+    inject_gain: float = 8.0  # query injection size, in units of row_norm
+    logit_scale: float = 20.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def isometry(hidden: int, query_dim: int, seed: int) -> torch.Tensor:
+    """A (hidden, query_dim) matrix with orthonormal columns (rows, when hidden < query_dim)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(max(hidden, query_dim), min(hidden, query_dim), generator=gen, dtype=torch.float64)
+    q, _ = torch.linalg.qr(a)
+    return (q if hidden >= query_dim else q.T).float()
+
+
+class TrackNet(nn.Module):
+    """Rows from content, the query projection and the track head (see the module docstring)."""
+
+    def __init__(self, cfg: TrackNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.modalities = list(cfg.dims)
+        self.proj = nn.ModuleDict({m: nn.Linear(d, cfg.hidden, bias=False) for m, d in cfg.dims.items()})
+        self.missing = nn.Parameter(torch.zeros(len(self.modalities), cfg.hidden))
+        self.query_in = nn.Linear(cfg.query_dim, cfg.hidden, bias=False)
+        self.readout = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
+
+    @classmethod
+    def create(cls, cfg: TrackNetConfig) -> TrackNet:
+        """A freshly initialised net (see the module docstring for why this start)."""
+        net = cls(cfg)
+        p = isometry(cfg.hidden, cfg.query_dim, cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        with torch.no_grad():
+            for m, lin in net.proj.items():
+                if m in cfg.text_modalities and cfg.dims[m] == cfg.query_dim:
+                    lin.weight.copy_(p)
+                else:  # no shared space with the request yet: starts silent, learns from data
+                    lin.weight.zero_()
+            net.missing.copy_(1e-2 * torch.randn(net.missing.shape, generator=gen))
+            net.query_in.weight.copy_(p * cfg.inject_gain * cfg.row_norm)
+            net.readout.weight.copy_(p @ p.T)
+        return net
+
+    def rows(self, arrays: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, hidden) rows: the input embedding of each track's slot."""
+        total = None
+        for i, m in enumerate(self.modalities):
+            x = self.proj[m](arrays[m])
+            x = torch.where(masks[m][:, None], x, self.missing[i])
+            total = x if total is None else total + x
+        assert total is not None, "a TrackNet needs at least one modality"
+        return nn.functional.normalize(total, dim=-1, eps=1e-8) * self.cfg.row_norm
+
+    def query(self, q: torch.Tensor) -> torch.Tensor:
+        """The request's text embedding projected into the LM's hidden size."""
+        return self.query_in(q)
+
+    def scores(self, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Logits over every row for hidden states at ``<|music|>``: (..., N)."""
+        u = nn.functional.normalize(self.readout(hidden), dim=-1, eps=1e-8)
+        r = nn.functional.normalize(rows, dim=-1, eps=1e-8)
+        return self.log_scale.exp() * (u @ r.T)

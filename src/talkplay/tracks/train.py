@@ -1,0 +1,250 @@
+"""Train the content-grounded model end to end: ``train_content(run, TrainConfig(...))``.
+
+LM (LoRA or full), the track-row network and the query projection learn from one loss:
+the reply text's cross-entropy plus each recommended track's cross-entropy over the whole
+catalog. Training is bounded by ``cfg.time_budget`` minutes when set: the learning rate
+decays linearly over whichever runs out first, the budget or the epochs, so a slower
+machine takes fewer steps with a complete schedule instead of overrunning. Checkpoints
+(``run/checkpoints/content.pt``, atomic) hold the trainable weights, the optimiser, the
+step, the time spent and the data order, so ``--resume`` continues where it stopped.
+``run/model`` gets the merged LM (plain transformers), ``tracks.pt`` and ``tracks.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from talkplay.atomic import save_npy_atomic, write_atomic, write_json_atomic, write_jsonl_atomic
+from talkplay.dialogs import RenderConfig, load_dialogs
+from talkplay.errors import TalkPlayError
+from talkplay.log import ProgressBar, get_logger
+from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
+from talkplay.run import Run
+from talkplay.tracks.data import Example, collate
+from talkplay.tracks.features import TrackFeatures, TrackSlots
+from talkplay.tracks.model import ContentModel
+from talkplay.tracks.network import TrackNet, TrackNetConfig
+
+log = get_logger(__name__)
+CHECKPOINT = "content.pt"
+
+
+def encode_queries(run: Run, texts: list[str], model: str | None) -> np.ndarray:
+    """Text-encoder embeddings of ``texts``, cached under ``run/cache/queries-<hash>.npy``."""
+    from talkplay.encoders.text import TextEncoder
+
+    key = hashlib.sha256("\n\x00".join([str(model), *texts]).encode()).hexdigest()[:16]
+    path = run.cache_dir / f"queries-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    enc = TextEncoder(model)
+    log.info("encoding %d request texts with %s", len(texts), enc.name)
+    vecs = enc.encode(texts) if texts else np.zeros((0, enc.dim), dtype=np.float32)
+    save_npy_atomic(path, vecs)
+    return vecs
+
+
+def length_batches(examples: list[Example], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of similar length (less padding), in random order."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    window = batch_size * 16
+    batches = []
+    for s in range(0, len(order), window):
+        chunk = sorted(order[s: s + window], key=lambda i: len(examples[i].input_ids))
+        batches += [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _row_norm(lm: Any) -> float:
+    w = lm.get_input_embeddings().weight.detach()
+    return float(w.norm(dim=-1).mean())
+
+
+def build_model(run: Run, cfg: Any, feats: TrackFeatures) -> tuple[ContentModel, Any, dict[str, Any]]:
+    """Base LM with the three track tokens, wrapped with a fresh ``TrackNet`` (LoRA if asked)."""
+    from talkplay.encoders.text import TextEncoder
+    from talkplay.model import expand_vocab, load_base
+    from talkplay.train import add_lora, keep_first_layers
+
+    lm, tok = load_base(cfg.base_model)
+    layers = keep_first_layers(lm, cfg.keep_layers) if cfg.keep_layers else None
+    slots = TrackSlots(feats.ids)
+    vocab_info = expand_vocab(lm, tok, slots, init=cfg.init, seed=cfg.seed)
+    new_ids = [int(i) for i in tok.convert_tokens_to_ids([MUSIC_OPEN, MUSIC_CLOSE, TRACK_SLOT])]
+    query_dim = TextEncoder(feats.text_model).dim
+    ncfg = TrackNetConfig(dims=feats.dims, hidden=lm.config.hidden_size, query_dim=query_dim,
+                          text_modalities=feats.text_modalities, row_norm=_row_norm(lm),
+                          inject_gain=cfg.inject_gain, seed=cfg.seed)
+    net = TrackNet.create(ncfg)
+    if cfg.lora:
+        lm = add_lora(lm, cfg, new_ids)
+    model = ContentModel(lm, net, feats, tok.convert_tokens_to_ids(TRACK_SLOT))
+    return model, tok, {"vocab": vocab_info, "kept_layers": layers, "new_ids": new_ids}
+
+
+def _trainable_state(model: ContentModel) -> dict[str, torch.Tensor]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names}
+
+
+def _save_checkpoint(path: Path, model: ContentModel, opt: torch.optim.Optimizer,
+                     state: dict[str, Any]) -> None:
+    payload = {"weights": _trainable_state(model), "optimizer": opt.state_dict(), "state": state}
+    write_atomic(path, lambda p: torch.save(payload, p), suffix=".pt")
+
+
+def save_content_model(model: ContentModel, tok: Any, target: Path, extra: dict[str, Any]) -> None:
+    """Merged LM + tokenizer + ``tracks.pt``/``tracks.json`` into ``target``, atomically."""
+    from talkplay.train import save_model_atomic
+
+    lm = model.lm
+    if hasattr(lm, "merge_and_unload"):
+        lm = lm.merge_and_unload()
+    lm.eval()
+    lm.config.use_cache = True
+    net = model.net
+
+    def write_net(folder: Path) -> None:
+        torch.save(net.state_dict(), folder / "tracks.pt")
+        write_json_atomic(folder / "tracks.json", net.cfg.to_dict())
+
+    save_model_atomic(lm, tok, target, extra, write_extra=write_net)
+
+
+def train_content(run: Run, cfg: Any) -> dict[str, Any]:
+    """Train on ``run``'s dialogs and write ``run/model``; returns a summary dict."""
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    feats = TrackFeatures.from_run(run)
+    if not feats.arrays:
+        raise TalkPlayError(f"no embeddings in {run.embeddings_dir}; run `talkplay encode {run.path}` first")
+    convs = load_dialogs(run, "train")
+    model, tok, info = build_model(run, cfg, feats)
+    slots = TrackSlots(feats.ids)
+    rcfg = RenderConfig(max_length=cfg.max_length)
+    examples = [e for e in (Example.build(c, tok, slots, rcfg) for c in convs) if e.supervised]
+    if not examples:
+        raise TalkPlayError(f"{run.dialogs_dir / 'train.jsonl'} has no conversation with a supervised turn")
+    texts = list(dict.fromkeys(q for e in examples for _, q, _ in e.opens))
+    query_index = {t: i for i, t in enumerate(texts)}
+    queries = torch.from_numpy(encode_queries(run, texts, feats.text_model))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    queries = queries.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = sum(p.numel() for p in params)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    per_epoch = -(-len(examples) // cfg.batch_size)
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * per_epoch))
+    budget_s = cfg.time_budget * 60 if cfg.time_budget else None
+    warmup = max(1, int(cfg.warmup_ratio * total_steps))
+    ckpt = run.checkpoints_dir / CHECKPOINT
+    state = {"step": 0, "elapsed": 0.0, "epoch": 0, "cursor": 0, "tokens": 0}
+    resumed = None
+    if cfg.resume and ckpt.exists():
+        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(saved["weights"], strict=False)
+        opt.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        resumed = str(ckpt)
+        log.info("resuming from %s at step %d (%.0f s spent)", ckpt, state["step"], state["elapsed"])
+    elif cfg.resume:
+        log.warning("--resume: no checkpoint at %s; starting from the beginning", ckpt)
+    n_tokens = sum(len(e.input_ids) for e in examples)
+    log.info("training %s (content-grounded tracks) on %d conversations (%s tokens), %s trainable "
+             "parameters%s%s", cfg.base_model, len(examples), f"{n_tokens:,}", f"{trainable:,}",
+             " (LoRA)" if cfg.lora else "", f", time budget {cfg.time_budget:g} min" if budget_s else "")
+    history: list[dict[str, Any]] = []
+    model.train()
+    epoch_batches = length_batches(examples, cfg.batch_size, random.Random(f"{cfg.seed}:{state['epoch']}"))
+    t_loop = time.perf_counter() - state["elapsed"]
+    with ProgressBar(total=total_steps, desc="train") as bar:
+        bar.update(state["step"])
+        while state["step"] < total_steps:
+            if state["cursor"] >= len(epoch_batches):
+                state["epoch"] += 1
+                state["cursor"] = 0
+                epoch_batches = length_batches(examples, cfg.batch_size,
+                                               random.Random(f"{cfg.seed}:{state['epoch']}"))
+            picked = [examples[i] for i in epoch_batches[state["cursor"]]]
+            batch = collate(picked, tok.pad_token_id, query_index)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            state["cursor"] += 1
+            elapsed = time.perf_counter() - t_loop
+            done = max(state["step"] / total_steps, elapsed / budget_s if budget_s else 0.0)
+            lr = cfg.lr * min(1.0, (state["step"] + 1) / warmup) * max(0.0, 1.0 - done)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            out = model(**batch, queries=queries, text_weight=cfg.text_weight)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["tokens"] += int((batch["input_ids"] != tok.pad_token_id).sum())
+            state["elapsed"] = time.perf_counter() - t_loop
+            rec = {"step": state["step"], "loss": round(float(out["loss"].detach()), 4),
+                   "text_loss": round(float(out["text_loss"]), 4),
+                   "track_loss": round(float(out["track_loss"]), 4), "lr": lr,
+                   "seconds": round(state["elapsed"], 1)}
+            history.append(rec)
+            rate = state["tokens"] / max(state["elapsed"], 1e-9)
+            bar.update(1, status=f"text {rec['text_loss']:.2f} · tracks {rec['track_loss']:.2f} · "
+                                 f"{rate:,.0f} tok/s")
+            if state["step"] % 25 == 0:  # a line in logs too, where no bar is drawn
+                log.info("step %d: text loss %.3f, track loss %.3f, %.0f tokens/s, %.0f s", state["step"],
+                         rec["text_loss"], rec["track_loss"], rate, state["elapsed"])
+            if state["step"] % cfg.save_every == 0:
+                _save_checkpoint(ckpt, model, opt, state)
+            if budget_s and state["elapsed"] >= budget_s:
+                log.info("time budget of %g min reached after %d steps", cfg.time_budget, state["step"])
+                break
+    train_s = state["elapsed"]
+    model.eval()
+    summary: dict[str, Any] = {
+        "config": asdict(cfg),
+        "track_repr": "content",
+        "steps": state["step"],
+        "epochs": round(state["step"] / per_epoch, 3),
+        "conversations": len(examples),
+        "dataset_tokens": n_tokens,
+        "tokens_seen": state["tokens"],
+        "tokens_per_s": round(state["tokens"] / max(train_s, 1e-9), 1),
+        "train_seconds": round(train_s, 1),
+        "first_loss": history[0]["loss"] if history else None,
+        "final_loss": float(np.mean([h["loss"] for h in history[-10:]])) if history else None,
+        "final_track_loss": float(np.mean([h["track_loss"] for h in history[-10:]])) if history else None,
+        "trainable_parameters": trainable,
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "kept_layers": info["kept_layers"],
+        "resumed_from": resumed,
+        "model_dir": str(run.model_dir),
+        "features": feats.fingerprint(),
+    }
+    model.to("cpu")
+    save_content_model(model, tok, run.model_dir, {
+        "track_repr": "content", "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora,
+        "kept_layers": info["kept_layers"], "steps": state["step"], "text_model": feats.text_model,
+        "features": feats.fingerprint(), "n_tracks": len(feats.ids), "max_length": cfg.max_length})
+    train_dir = run.path / "train"
+    write_jsonl_atomic(train_dir / "log.jsonl", history)
+    from talkplay.train import plot_loss
+
+    plot_loss(history, train_dir / "loss.png")
+    summary["seconds"] = round(time.perf_counter() - t_start, 1)
+    summary["loss_plot"] = str(train_dir / "loss.png")
+    run.record("train", summary)
+    return summary
