@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
         time_budget: float = typer.Option(
             0.0, "--time-budget", help="Minutes of training at most (0: none); the schedule fits it."),
         inject_gain: float = typer.Option(
-            8.0, "--inject-gain", help="content: size of the request embedding added at <|music|>."),
+            4.0, "--inject-gain",
+            help="content: request embedding added at <|music|>, times the LM's final residual norm."),
         text_weight: float = typer.Option(1.0, "--text-weight", help="content: reply-text loss weight."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:

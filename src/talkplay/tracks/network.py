@@ -32,7 +32,7 @@ class TrackNetConfig:
     query_dim: int
     text_modalities: list[str] = field(default_factory=list)
     row_norm: float = 1.0  # rows are scaled to the LM's mean token-embedding norm
-    inject_gain: float = 8.0  # query injection size, in units of row_norm
+    inject_gain: float = 1.0  # query injection size, in units of row_norm (set from the LM at creation)
     logit_scale: float = 20.0
     seed: int = 0
 
@@ -67,12 +67,14 @@ class TrackNet(nn.Module):
         net = cls(cfg)
         p = isometry(cfg.hidden, cfg.query_dim, cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed + 1)
+        shared = [m for m in cfg.text_modalities if cfg.dims.get(m) == cfg.query_dim]
         with torch.no_grad():
             for m, lin in net.proj.items():
-                if m in cfg.text_modalities and cfg.dims[m] == cfg.query_dim:
+                if m in shared:
                     lin.weight.copy_(p)
-                else:  # no shared space with the request yet: starts silent, learns from data
-                    lin.weight.zero_()
+                else:  # no shared space with the request: a random start, quiet beside text rows
+                    w = isometry(cfg.hidden, cfg.dims[m], cfg.seed + 2 + len(m))
+                    lin.weight.copy_(w * (0.2 if shared else 1.0))
             net.missing.copy_(1e-2 * torch.randn(net.missing.shape, generator=gen))
             net.query_in.weight.copy_(p * cfg.inject_gain * cfg.row_norm)
             net.readout.weight.copy_(p @ p.T)

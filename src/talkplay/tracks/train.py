@@ -25,6 +25,7 @@ import torch
 
 from talkplay.atomic import save_npy_atomic, write_atomic, write_json_atomic, write_jsonl_atomic
 from talkplay.dialogs import RenderConfig, load_dialogs
+from talkplay.dialogs.render import DEFAULT_SYSTEM
 from talkplay.errors import TalkPlayError
 from talkplay.log import ProgressBar, get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
@@ -71,6 +72,26 @@ def _row_norm(lm: Any) -> float:
     return float(w.norm(dim=-1).mean())
 
 
+@torch.no_grad()
+def residual_norm(lm: Any, tok: Any, text: str = DEFAULT_SYSTEM) -> float:
+    """Median norm of the residual stream entering the LM's final norm, on ``text``.
+
+    The request is added to the input at ``<|music|>`` and must survive every layer to the
+    head; how large it must be for that depends on how much the layers write into the stream
+    (SmolLM2-135M: about 110 after 8 layers, 700 after 30), so its size is set relative to this.
+    """
+    norm = getattr(getattr(lm, "model", None), "norm", None)
+    if norm is None:
+        return _row_norm(lm)
+    seen: dict[str, torch.Tensor] = {}
+    hook = norm.register_forward_hook(lambda m, i, o: seen.__setitem__("x", i[0]))
+    try:
+        lm(tok(text, return_tensors="pt").input_ids, use_cache=False)
+    finally:
+        hook.remove()
+    return float(seen["x"][0, 1:].norm(dim=-1).median())  # the first position is an outlier in many LMs
+
+
 def build_model(run: Run, cfg: Any, feats: TrackFeatures) -> tuple[ContentModel, Any, dict[str, Any]]:
     """Base LM with the three track tokens, wrapped with a fresh ``TrackNet`` (LoRA if asked)."""
     from talkplay.encoders.text import TextEncoder
@@ -83,9 +104,11 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures) -> tuple[ContentModel,
     vocab_info = expand_vocab(lm, tok, slots, init=cfg.init, seed=cfg.seed)
     new_ids = [int(i) for i in tok.convert_tokens_to_ids([MUSIC_OPEN, MUSIC_CLOSE, TRACK_SLOT])]
     query_dim = TextEncoder(feats.text_model).dim
+    row_norm = _row_norm(lm)
+    gain = cfg.inject_gain * residual_norm(lm, tok) / row_norm
     ncfg = TrackNetConfig(dims=feats.dims, hidden=lm.config.hidden_size, query_dim=query_dim,
-                          text_modalities=feats.text_modalities, row_norm=_row_norm(lm),
-                          inject_gain=cfg.inject_gain, seed=cfg.seed)
+                          text_modalities=feats.text_modalities, row_norm=row_norm,
+                          inject_gain=gain, seed=cfg.seed)
     net = TrackNet.create(ncfg)
     if cfg.lora:
         lm = add_lora(lm, cfg, new_ids)

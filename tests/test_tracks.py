@@ -1,0 +1,152 @@
+"""Content-grounded tracks: training end to end, the engine, cold start through HTTP, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import numpy as np
+import pytest
+
+from synth_run import build_synth_run, held_out_turns
+from talkplay.atomic import save_npy_atomic
+from talkplay.catalog import Catalog, Conversation, Track, Turn
+from talkplay.engine import ContentEngine, Engine
+from talkplay.errors import InputError
+from talkplay.run import Run
+from talkplay.tracks import TrackFeatures
+from talkplay.train import TrainConfig, train_run
+
+RAW = re.compile(r"<\|/?music\|>|<\|track\|>")
+TINY = dict(base_model="tiny", track_repr="content", batch_size=16, lr=3e-3, max_length=256, save_every=1000)
+
+# real titles and artists, so the text encoder's embeddings mean something
+SONGS = [("Blue in Green", "Miles Davis"), ("So What", "Miles Davis"), ("Take Five", "Dave Brubeck"),
+         ("Hotel California", "Eagles"), ("Bohemian Rhapsody", "Queen"), ("Africa", "Toto"),
+         ("Dancing Queen", "ABBA"), ("Billie Jean", "Michael Jackson"), ("Hey Jude", "The Beatles"),
+         ("Wonderwall", "Oasis"), ("Smells Like Teen Spirit", "Nirvana"), ("Clair de Lune", "Claude Debussy"),
+         ("Gymnopedie No. 1", "Erik Satie"), ("The Four Seasons: Spring", "Antonio Vivaldi"),
+         ("Jolene", "Dolly Parton"), ("Ring of Fire", "Johnny Cash"), ("No Woman, No Cry", "Bob Marley"),
+         ("Three Little Birds", "Bob Marley"), ("Lose Yourself", "Eminem"), ("Juicy", "The Notorious B.I.G."),
+         ("Around the World", "Daft Punk"), ("Windowlicker", "Aphex Twin"), ("Hallelujah", "Leonard Cohen"),
+         ("Blowin' in the Wind", "Bob Dylan")]
+ADDED = [("Paranoid Android", "Radiohead"), ("Waterloo Sunset", "The Kinks"), ("Teardrop", "Massive Attack")]
+
+
+@pytest.fixture(scope="module")
+def synth_content(tmp_path_factory):
+    run = build_synth_run(tmp_path_factory.mktemp("synth-content") / "run")
+    summary = train_run(run, TrainConfig(**TINY, max_steps=150))
+    return run, summary
+
+
+def test_content_model_learns_known_answers(synth_content):
+    run, summary = synth_content
+    assert summary["track_repr"] == "content" and summary["steps"] == 150
+    assert json.loads((run.model_dir / "talkplay.json").read_text())["track_repr"] == "content"
+    assert (run.model_dir / "tracks.pt").exists() and (run.model_dir / "tracks.json").exists()
+    log = [json.loads(x) for x in (run.path / "train" / "log.jsonl").read_text().splitlines()]
+    assert np.mean([x["track_loss"] for x in log[-10:]]) < 0.25 * np.mean([x["track_loss"] for x in log[:5]])
+    engine = Engine.load(run.path)
+    assert isinstance(engine, ContentEngine)
+    turns = held_out_turns(run)
+    hits = [engine.recommend(conv, k=1)[0].track_id == gold for conv, gold in turns]
+    assert len(hits) >= 40 and sum(hits) / len(hits) >= 0.9
+
+
+def test_engine_ranks_whole_catalog_masks_seen_tracks_and_replies_in_text(synth_content):
+    run, _ = synth_content
+    engine = Engine.load(run.path)
+    n = len(run.load_catalog(validate=False))
+    conv = Conversation(id="c", turns=[Turn(user="play some jazz music", recommended=["t0"], liked=["t0"]),
+                                       Turn(user="i want reggae", recommended=["t1"], disliked=["t1"]),
+                                       Turn(user="any tango tracks?")])
+    recs = engine.recommend(conv, k=n, exclude={"t5"})
+    ids = [r.track_id for r in recs]
+    assert len(ids) == len(set(ids)) == n - 3 and not {"t0", "t1", "t5"} & set(ids)
+    assert ids[0] == "t3"  # tango
+    scores = [r.score for r in recs]
+    assert scores == sorted(scores, reverse=True) and all(s <= 0 for s in scores)  # log-probabilities
+    items = list(engine.stream_respond(conv, k=2))
+    assert [r.track_id for r in items[:2]] == ids[:2]
+    reply = "".join(x for x in items[2:] if isinstance(x, str))
+    assert not RAW.search(reply)
+    resp = engine.respond(conv, k=2)
+    assert [r.track_id for r in resp.recommendations] == ids[:2] and resp.method == "exact"
+
+
+def test_time_budget_and_resume(tmp_path):
+    run = build_synth_run(tmp_path / "run", n_train=48)
+    out = train_run(run, TrainConfig(**{**TINY, "save_every": 2}, max_steps=4))
+    assert out["steps"] == 4 and (run.checkpoints_dir / "content.pt").exists()
+    again = train_run(run, TrainConfig(**{**TINY, "save_every": 2}, max_steps=6, resume=True))
+    assert again["resumed_from"] and again["steps"] == 6
+    # a budget far below one step's time stops after the first step, with the schedule complete
+    quick = train_run(run, TrainConfig(**TINY, max_steps=1000, time_budget=1e-6))
+    assert quick["steps"] == 1
+    assert json.loads((run.path / "train" / "log.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+def test_track_without_content_gets_a_row_and_one_warning(tmp_path, caplog):
+    run = build_synth_run(tmp_path / "run", n_train=48)
+    for m in ("tags", "metadata"):
+        mask = np.load(run.embeddings_dir / f"{m}.mask.npy")
+        mask[3] = False
+        save_npy_atomic(run.embeddings_dir / f"{m}.mask.npy", mask)
+    with caplog.at_level(logging.WARNING):
+        feats = TrackFeatures.from_run(run)
+    warned = [r for r in caplog.records if "no content" in r.getMessage()]
+    assert len(warned) == 1 and "t3" in warned[0].getMessage()
+    train_run(run, TrainConfig(**TINY, max_steps=2))
+    engine = Engine.load(run.path)
+    assert feats.empty() == ["t3"] and bool(engine.rows[3].norm() > 0)
+    assert "t3" in {r.track_id for r in engine.recommend(Conversation(id="c", turns=[Turn(user="x")]), k=16)}
+
+
+def test_changed_embedding_dimension_names_the_modality(tmp_path):
+    run = build_synth_run(tmp_path / "run", n_train=48)
+    train_run(run, TrainConfig(**TINY, max_steps=1))
+    save_npy_atomic(run.embeddings_dir / "tags.npy", np.zeros((16, 5), np.float32))
+    with pytest.raises(InputError) as e:
+        Engine.load(run.path)
+    assert "tags" in str(e.value) and "tags.npy" in str(e.value) and "encode" in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def songs_run(tmp_path_factory):
+    """A small catalog of real titles with real text embeddings and a briefly trained model."""
+    from talkplay.dialogs import DialogsConfig, build_dialogs
+    from talkplay.encoders import EncodeConfig, encode_run
+
+    run = Run(tmp_path_factory.mktemp("songs") / "run")
+    Catalog([Track(id=f"s{i}", title=t, artists=[a]) for i, (t, a) in enumerate(SONGS)]).save(run.path)
+    encode_run(run, EncodeConfig(modalities=("metadata",)))
+    build_dialogs(run, DialogsConfig(synthesize=24))
+    train_run(run, TrainConfig(**TINY, max_steps=30))
+    return run
+
+
+def test_cold_start_tracks_added_after_training_are_served(songs_run, live_server_factory, tmp_path):
+    import httpx
+
+    from talkplay.cli import app
+    from typer.testing import CliRunner
+
+    rows = [{"id": f"new{i}", "title": t, "artists": [a]} for i, (t, a) in enumerate(ADDED)]
+    rows.append({"id": "twin", "title": SONGS[3][0], "artists": [SONGS[3][1]]})  # same metadata as s3
+    path = tmp_path / "new.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    before = (songs_run.model_dir / "tracks.pt").read_bytes()
+    cli = CliRunner()
+    assert cli.invoke(app, ["catalog", "add", str(songs_run.path), str(path)]).exit_code == 0
+    assert cli.invoke(app, ["encode", str(songs_run.path), "--modalities", "metadata"]).exit_code == 0
+    assert (songs_run.model_dir / "tracks.pt").read_bytes() == before  # no retraining
+    with live_server_factory(songs_run.path, "--reply-tokens", "4") as url:
+        for i, (title, artist) in enumerate(ADDED):
+            r = httpx.post(url + "/v1/recommend", json={"query": f"play {title} by {artist}", "k": 10}, timeout=60)
+            assert r.status_code == 200, r.text
+            assert f"new{i}" in [t["id"] for t in r.json()["tracks"]], (title, r.json()["tracks"])
+        r = httpx.post(url + "/v1/recommend", json={"query": "music by the Eagles", "k": 27}, timeout=60)
+        ranks = {t["id"]: t["rank"] for t in r.json()["tracks"]}
+        assert abs(ranks["twin"] - ranks["s3"]) == 1
