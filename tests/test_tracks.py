@@ -129,9 +129,9 @@ def songs_run(tmp_path_factory):
 
 def test_cold_start_tracks_added_after_training_are_served(songs_run, live_server_factory, tmp_path):
     import httpx
+    from typer.testing import CliRunner
 
     from talkplay.cli import app
-    from typer.testing import CliRunner
 
     rows = [{"id": f"new{i}", "title": t, "artists": [a]} for i, (t, a) in enumerate(ADDED)]
     rows.append({"id": "twin", "title": SONGS[3][0], "artists": [SONGS[3][1]]})  # same metadata as s3
@@ -144,7 +144,8 @@ def test_cold_start_tracks_added_after_training_are_served(songs_run, live_serve
     assert (songs_run.model_dir / "tracks.pt").read_bytes() == before  # no retraining
     with live_server_factory(songs_run.path, "--reply-tokens", "4") as url:
         for i, (title, artist) in enumerate(ADDED):
-            r = httpx.post(url + "/v1/recommend", json={"query": f"play {title} by {artist}", "k": 10}, timeout=60)
+            query = {"query": f"play {title} by {artist}", "k": 10}
+            r = httpx.post(url + "/v1/recommend", json=query, timeout=60)
             assert r.status_code == 200, r.text
             assert f"new{i}" in [t["id"] for t in r.json()["tracks"]], (title, r.json()["tracks"])
         r = httpx.post(url + "/v1/recommend", json={"query": "music by the Eagles", "k": 27}, timeout=60)

@@ -18,6 +18,7 @@ from talkplay.errors import TalkPlayError
 from talkplay.run import Run
 from talkplay.train import TrainConfig, train_run
 
+CODES = dict(base_model="tiny", track_repr="codes")  # these tests cover the music-token path
 ENV = {**os.environ, "TALKPLAY_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
 
 
@@ -33,7 +34,7 @@ def _losses(run: Run) -> dict[int, float]:
 
 def test_resume_continues_with_the_same_loss(tmp_path):
     run = build_synth_run(tmp_path / "run", n_train=48)
-    cfg = dict(base_model="tiny", max_steps=6, save_every=3, batch_size=4, lr=3e-3, max_length=128)
+    cfg = dict(**CODES, max_steps=6, save_every=3, batch_size=4, lr=3e-3, max_length=128)
     first = train_run(run, TrainConfig(**cfg))
     assert first["steps"] == 6
     full = _losses(run)
@@ -58,7 +59,8 @@ def test_cli_lora_untied_trains_new_rows_and_head_only_and_saves_plain_model(tmp
     from talkplay.tokenizer import MusicTokenizer
 
     run = build_synth_run(tmp_path / "run", n_train=48)
-    out = _cli("train", str(run.path), "--base-model", "tiny-untied", "--lora", "--lora-rank", "4",
+    out = _cli("train", str(run.path), "--track-repr", "codes", "--base-model", "tiny-untied", "--lora",
+               "--lora-rank", "4",
                "--max-steps", "4", "--save-every", "2", "--batch-size", "4", "--lr", "1e-2",
                "--max-length", "128", "--keep-layers", "1", "--json")
     assert out.exit_code == 0, out.output
@@ -116,7 +118,8 @@ def test_two_process_data_parallel_replicas_agree(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-           "-m", "talkplay.cli", "train", str(run.path), "--max-steps", "2", "--batch-size", "2",
+           "-m", "talkplay.cli", "train", str(run.path), "--track-repr", "codes", "--base-model", "tiny",
+           "--max-steps", "2", "--batch-size", "2",
            "--max-length", "128", "--lr", "1e-2", "--threads", "1", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -129,7 +132,7 @@ def test_two_process_data_parallel_replicas_agree(tmp_path):
 
 def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
     """The scale-out memory flag changes how activations are kept, not what is learned."""
-    cfg = dict(base_model="tiny", max_steps=3, save_every=100, batch_size=4, lr=3e-3, max_length=128)
+    cfg = dict(**CODES, max_steps=3, save_every=100, batch_size=4, lr=3e-3, max_length=128)
     plain = build_synth_run(tmp_path / "plain", n_train=24)
     train_run(plain, TrainConfig(**cfg))
     ckpt = build_synth_run(tmp_path / "ckpt", n_train=24)
@@ -145,7 +148,7 @@ def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
                          ids=["full-grad-accum", "lora-untied"])
 def test_head_at_supervised_positions_gives_the_trainers_losses(tmp_path, extra):
     """Logits only where the loss mask is 1 is a speed-up, not a different objective."""
-    cfg = dict(base_model="tiny", max_steps=3, save_every=100, batch_size=4, lr=3e-3, max_length=128) | extra
+    cfg = dict(**CODES, max_steps=3, save_every=100, batch_size=4, lr=3e-3, max_length=128) | extra
     full = build_synth_run(tmp_path / "full", n_train=24)
     train_run(full, TrainConfig(**cfg, supervised_logits=False))
     sparse = build_synth_run(tmp_path / "sparse", n_train=24)

@@ -22,7 +22,7 @@ import resource
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,61 +33,9 @@ from talkplay.catalog import Conversation
 from talkplay.errors import TalkPlayError
 from talkplay.log import ProgressBar, get_logger
 from talkplay.run import Run
+from talkplay.train_config import TrainConfig
 
 log = get_logger(__name__)
-TRACK_REPRS = ("content", "codes")
-
-
-@dataclass
-class TrainConfig:
-    """What ``talkplay train`` does; each field is the flag of the same name.
-
-    ``max_steps`` > 0 overrides ``epochs``; ``keep_layers`` keeps only the first N
-    transformer layers of the base (a cheaper model for CPU budgets); ``lora`` trains
-    low-rank adapters plus the music-token rows instead of every weight.
-    """
-
-    base_model: str = "tiny"
-    init: str = "mean_cov"
-    lora: bool = False
-    lora_rank: int = 16
-    epochs: float = 1.0
-    max_steps: int = -1
-    lr: float = 5e-4
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 512
-    save_every: int = 200
-    resume: bool = False
-    keep_layers: int | None = None
-    warmup_ratio: float = 0.03
-    seed: int = 0
-    threads: int | None = None
-    log_every: int = 1
-    bf16: bool = False  # mixed precision for large models on GPUs; brings nothing on AVX2 CPUs
-    gradient_checkpointing: bool = False  # trade recompute for activation memory
-    supervised_logits: bool = True  # LM head only where the loss mask is 1: same loss, less time and memory
-    track_repr: str = "content"  # content: one row per track from its content; codes: k-means music tokens
-    time_budget: float = 0.0  # minutes of training at most (0: none); the schedule fits the budget
-    inject_gain: float = 4.0  # content: request embedding at <|music|>, times the LM's final residual norm
-    text_weight: float = 1.0  # content: weight of the reply-text loss beside the track loss
-
-    def validate(self) -> None:
-        checks = [
-            (self.lora_rank > 0, "--lora-rank must be positive"),
-            (self.epochs > 0 or self.max_steps > 0, "--epochs must be positive"),
-            (self.lr > 0, "--lr must be positive"),
-            (self.batch_size > 0, "--batch-size must be positive"),
-            (self.max_length >= 16, "--max-length must be at least 16"),
-            (self.save_every > 0, "--save-every must be positive"),
-            (self.keep_layers is None or self.keep_layers > 0, "--keep-layers must be positive"),
-            (self.init in ("mean_cov", "describe"), "--init must be mean_cov or describe"),
-            (self.track_repr in TRACK_REPRS, f"--track-repr must be one of {', '.join(TRACK_REPRS)}"),
-            (self.time_budget >= 0, "--time-budget must be 0 (none) or positive"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise TalkPlayError(msg)
 
 
 # --- data ---------------------------------------------------------------------------

@@ -7,48 +7,55 @@ from pathlib import Path
 import typer
 
 from talkplay.commands._common import JSON_HELP, emit_json, run_argument
+from talkplay.train_config import TrainConfig
 
 
 def register(app: typer.Typer) -> None:
+    d = TrainConfig()  # every default comes from the config dataclass, declared once
+
     @app.command("train")
     def _cmd(
         run: Path = run_argument(),
-        base_model: str = typer.Option("tiny", "--base-model",
+        base_model: str = typer.Option(d.base_model, "--base-model",
                                        help="tiny | smollm2-135m | a hub name | a local folder."),
-        init: str = typer.Option("mean_cov", "--init", help="New-token init: mean_cov | describe."),
-        lora: bool = typer.Option(False, "--lora/--full", help="LoRA adapters + music rows, or all weights."),
-        lora_rank: int = typer.Option(16, "--lora-rank"),
-        epochs: float = typer.Option(1.0, "--epochs"),
-        max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N steps (overrides --epochs)."),
-        lr: float = typer.Option(5e-4, "--lr"),
-        batch_size: int = typer.Option(8, "--batch-size"),
-        grad_accum: int = typer.Option(1, "--grad-accum"),
-        max_length: int = typer.Option(512, "--max-length", help="Tokens per conversation."),
-        save_every: int = typer.Option(200, "--save-every", help="Checkpoint interval in steps."),
-        resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
-        keep_layers: int = typer.Option(0, "--keep-layers", help="Keep only the first N layers (0: all)."),
-        threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch default)."),
-        seed: int = typer.Option(0, "--seed"),
-        bf16: bool = typer.Option(False, "--bf16", help="bfloat16 mixed precision (GPUs with bf16)."),
-        gradient_checkpointing: bool = typer.Option(
-            False, "--gradient-checkpointing", help="Recompute activations in backward: less memory."),
-        supervised_logits: bool = typer.Option(
-            True, "--supervised-logits/--all-logits",
-            help="Run the LM head only where the loss mask is 1 (same loss, less time and memory)."),
         track_repr: str = typer.Option(
-            "content", "--track-repr",
+            d.track_repr, "--track-repr",
             help="content: each track is one row computed from its content; codes: k-means music tokens."),
         time_budget: float = typer.Option(
-            0.0, "--time-budget", help="Minutes of training at most (0: none); the schedule fits it."),
+            d.time_budget, "--time-budget",
+            help="Minutes of training at most (0: none); the learning-rate schedule fits the budget."),
+        init: str = typer.Option(d.init, "--init", help="New-token init: mean_cov | describe."),
+        lora: bool = typer.Option(d.lora, "--lora/--full", help="LoRA adapters + new rows, or all weights."),
+        lora_rank: int = typer.Option(d.lora_rank, "--lora-rank"),
+        epochs: float = typer.Option(d.epochs, "--epochs"),
+        max_steps: int = typer.Option(d.max_steps, "--max-steps", help="Stop after N steps (over --epochs)."),
+        lr: float = typer.Option(d.lr, "--lr"),
+        batch_size: int = typer.Option(d.batch_size, "--batch-size"),
+        grad_accum: int = typer.Option(d.grad_accum, "--grad-accum", help="codes only."),
+        max_length: int = typer.Option(d.max_length, "--max-length", help="Tokens per conversation."),
+        save_every: int = typer.Option(d.save_every, "--save-every", help="Checkpoint interval in steps."),
+        resume: bool = typer.Option(d.resume, "--resume", help="Continue from the last checkpoint."),
+        keep_layers: int = typer.Option(d.keep_layers or 0, "--keep-layers",
+                                        help="Keep only the first N layers (0: all)."),
+        threads: int = typer.Option(d.threads or 0, "--threads", help="CPU threads (0: torch default)."),
+        seed: int = typer.Option(d.seed, "--seed"),
         inject_gain: float = typer.Option(
-            4.0, "--inject-gain",
+            d.inject_gain, "--inject-gain",
             help="content: request embedding added at <|music|>, times the LM's final residual norm."),
-        text_weight: float = typer.Option(1.0, "--text-weight", help="content: reply-text loss weight."),
+        text_weight: float = typer.Option(d.text_weight, "--text-weight",
+                                          help="content: weight of the reply-text loss."),
+        bf16: bool = typer.Option(d.bf16, "--bf16", help="bfloat16 mixed precision (GPUs with bf16)."),
+        gradient_checkpointing: bool = typer.Option(
+            d.gradient_checkpointing, "--gradient-checkpointing",
+            help="Recompute activations in backward: less memory (codes only)."),
+        supervised_logits: bool = typer.Option(
+            d.supervised_logits, "--supervised-logits/--all-logits",
+            help="codes: run the LM head only where the loss mask is 1 (same loss, less time and memory)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Fine-tune the model: expand the vocabulary, train on dialogs, write RUN/model."""
         from talkplay.run import Run
-        from talkplay.train import TrainConfig, train_run
+        from talkplay.train import train_run
 
         cfg = TrainConfig(base_model=base_model, init=init, lora=lora, lora_rank=lora_rank, epochs=epochs,
                           max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,

@@ -156,7 +156,8 @@ def _user_text(conv: Conversation, i: int, music: Any, cfg: RenderConfig,
 
 
 def _assistant_parts(turn: Turn, music: Any, cfg: RenderConfig,
-                     record: list[tuple[str, int, bool]] | None = None, index: int = 0) -> list[tuple[str, bool]]:
+                     record: list[tuple[str, int, bool]] | None = None,
+                     index: int = 0) -> list[tuple[str, bool]]:
     """The assistant content as (text, supervised) pieces; joined, they are the content."""
     disliked = set(turn.disliked)
     blocks = [(_music_block(music, t, record, index, True), cfg.supervise_disliked or t not in disliked)
