@@ -110,7 +110,8 @@ def test_cli_rejects_bad_settings_and_missing_dialogs(tmp_path):
     assert proc.returncode == 2 and "--lr" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_two_process_data_parallel_replicas_agree(tmp_path):
+@pytest.mark.parametrize("repr_", ["codes", "content"])
+def test_two_process_data_parallel_replicas_agree(tmp_path, repr_):
     import socket
 
     run = build_synth_run(tmp_path / "run", n_train=48)
@@ -118,8 +119,8 @@ def test_two_process_data_parallel_replicas_agree(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-           "-m", "talkplay.cli", "train", str(run.path), "--track-repr", "codes", "--base-model", "tiny",
-           "--max-steps", "2", "--batch-size", "2",
+           "-m", "talkplay.cli", "train", str(run.path), "--track-repr", repr_, "--base-model", "tiny",
+           "--max-steps", "2", "--batch-size", "2", "--time-budget", "30",
            "--max-length", "128", "--lr", "1e-2", "--threads", "1", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -44,8 +44,10 @@ class TrainConfig:
     supervised_logits: bool = True  # LM head only where the loss mask is 1: same loss, less time and memory
     track_repr: str = "content"  # content: one row per track from its content; codes: k-means music tokens
     time_budget: float = 0.0  # minutes of training at most (0: none); the schedule fits the budget
-    inject_gain: float = 4.0  # content: request embedding at <|music|>, times the LM's final residual norm
+    inject_gain: float = 4.0  # content: request embedding at <|music|>, x the LM's final residual norm
     text_weight: float = 1.0  # content: weight of the reply-text loss beside the track loss
+    modalities: str | None = None  # content: comma-separated modalities of a track's row (None: all)
+    modality_dropout: float = 0.5  # content: chance a non-text modality is hidden from a row in training
 
     def validate(self) -> None:
         checks = [
@@ -59,6 +61,7 @@ class TrainConfig:
             (self.init in ("mean_cov", "describe"), "--init must be mean_cov or describe"),
             (self.track_repr in TRACK_REPRS, f"--track-repr must be one of {', '.join(TRACK_REPRS)}"),
             (self.time_budget >= 0, "--time-budget must be 0 (none) or positive"),
+            (0 <= self.modality_dropout < 1, "--modality-dropout must be in [0, 1)"),
         ]
         for ok, msg in checks:
             if not ok:

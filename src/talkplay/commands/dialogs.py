@@ -61,6 +61,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed for synthesis and splits."),
         max_turns: int = typer.Option(5, "--max-turns", help="Most turns in a synthetic conversation."),
         no_align: bool = typer.Option(False, "--no-align", help="Skip catalog-alignment examples."),
+        no_search: bool = typer.Option(False, "--no-search",
+                                       help="Skip the curators' searches of training conversations."),
         no_imported: bool = typer.Option(False, "--no-imported", help="Leave out imported conversations."),
         valid_frac: float = typer.Option(0.05, "--valid-frac", help="Share of conversations for validation."),
         test_frac: float = typer.Option(0.1, "--test-frac", help="Share of conversations for test."),
@@ -85,6 +87,7 @@ def register(app: typer.Typer) -> None:
         info: dict[str, Any] = {}
         if not (show_mask and built and synthesize is None and teacher is None):
             cfg = DialogsConfig(synthesize=synthesize, seed=seed, max_turns=max_turns, align=not no_align,
+                                search=not no_search,
                                 include_imported=not no_imported, valid_frac=valid_frac, test_frac=test_frac,
                                 teacher=teacher, teacher_model=teacher_model,
                                 min_turns=min(2, max_turns))

@@ -51,6 +51,13 @@ def register(app: typer.Typer) -> None:
         supervised_logits: bool = typer.Option(
             d.supervised_logits, "--supervised-logits/--all-logits",
             help="codes: run the LM head only where the loss mask is 1 (same loss, less time and memory)."),
+        modalities: str = typer.Option(d.modalities or "", "--modalities",
+                                       help="content: modalities a track's row reads, e.g. metadata,tags "
+                                            "(default: every encoded one)."),
+        modality_dropout: float = typer.Option(
+            d.modality_dropout, "--modality-dropout",
+            help="content: chance a non-text modality (co-occurrence, audio) is hidden from a row "
+                 "in training."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Fine-tune the model: expand the vocabulary, train on dialogs, write RUN/model."""
@@ -63,7 +70,8 @@ def register(app: typer.Typer) -> None:
                           keep_layers=keep_layers or None, threads=threads or None, seed=seed,
                           bf16=bf16, gradient_checkpointing=gradient_checkpointing,
                           supervised_logits=supervised_logits, track_repr=track_repr,
-                          time_budget=time_budget, inject_gain=inject_gain, text_weight=text_weight)
+                          time_budget=time_budget, inject_gain=inject_gain, text_weight=text_weight,
+                          modalities=modalities or None, modality_dropout=modality_dropout)
         out = train_run(Run(run), cfg)
         if out.get("rank", 0) != 0:  # data-parallel replicas: only the main process reports
             return

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from talkplay.atomic import write_jsonl_atomic
-from talkplay.catalog import Catalog, Conversation
+from talkplay.catalog import Catalog, Conversation, Turn
 from talkplay.dialogs.splits import SPLITS, split_conversations
 from talkplay.dialogs.synth import Synthesizer
 from talkplay.errors import InputError
@@ -39,6 +39,9 @@ class DialogsConfig:
       test split is the run's held-out set (``evaluate.splits.held_out_ids``: the dataset's
       own test split, else one in eight), the one ``encode`` and ``eval`` use too;
       ``valid_frac`` and ``test_frac`` apply to the rest and to synthesized conversations.
+    - ``search``: the curator's searches in *training* conversations (CPCD
+      ``search_queries``), each answered with the tracks the user liked among that search's
+      results, packed like alignment turns; never from a held-out conversation.
     - ``teacher`` / ``teacher_model``: an OpenAI-compatible base URL that rewrites
       synthetic turns; ``teacher_max`` caps how many conversations it sees.
     """
@@ -50,6 +53,7 @@ class DialogsConfig:
     align: bool = True
     align_reverse: bool = True
     align_turns: int = 6
+    search: bool = True
     include_imported: bool = True
     valid_frac: float = 0.05
     test_frac: float = 0.1
@@ -92,6 +96,26 @@ def alignment_conversations(syn: Synthesizer, cfg: DialogsConfig) -> list[Conver
     random.Random(f"align-order:{cfg.seed}").shuffle(items)
     chunks = [items[i: i + cfg.align_turns] for i in range(0, len(items), cfg.align_turns)]
     return [syn.alignment(chunk, i) for i, chunk in enumerate(chunks)]
+
+
+def search_conversations(convs: list[Conversation], catalog: Catalog,
+                         cfg: DialogsConfig) -> list[Conversation]:
+    """Each search a curator ran in ``convs`` (``turn.extra["search_queries"]`` with the
+    matching ``search_results``) as a request answered by the liked tracks among its results.
+    Pass training conversations only: a held-out turn's search fields are part of its answer."""
+    turns = []
+    for c in convs:
+        for t in c.turns:
+            queries, results = t.extra.get("search_queries") or [], t.extra.get("search_results") or []
+            liked = set(t.liked)
+            for q, res in zip(queries, results, strict=False):
+                hits = [x for x in res if x in liked and x in catalog.index] if isinstance(res, list) else []
+                if isinstance(q, str) and q.strip() and hits:
+                    turns.append(Turn(user=q.strip(), assistant="", recommended=hits[:3],
+                                      extra={"kind": "search"}))
+    n = cfg.align_turns
+    return [Conversation(id=f"search-{i // n}", turns=turns[i: i + n], source="search",
+                         extra={"alignment": True}) for i in range(0, len(turns), n)]
 
 
 def split_imported(run: Run, catalog: Catalog, imported: list[Conversation],
@@ -139,6 +163,8 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
     splits = split_conversations(synthetic + aligned, cfg.valid_frac, cfg.test_frac, cfg.seed)
     for name in SPLITS:
         splits[name] = imported_splits[name] + splits[name]
+    searched = search_conversations(imported_splits["train"], catalog, cfg) if cfg.search else []
+    splits["train"] += searched
     run.dialogs_dir.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         write_jsonl_atomic(run.dialogs_dir / f"{name}.jsonl", [c.to_dict() for c in splits[name]])
@@ -154,7 +180,8 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
         "imported": len(imported),
         "synthesized": n,
         "alignment": len(aligned),
-        "dropped_duplicates": len(imported) + n + len(aligned) - sum(counts.values()),
+        "search": len(searched),
+        "dropped_duplicates": len(imported) + n + len(aligned) + len(searched) - sum(counts.values()),
         "config": asdict(cfg),
         "seconds": round(time.time() - t0, 2),
     }

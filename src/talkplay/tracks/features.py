@@ -33,8 +33,11 @@ class TrackFeatures:
     text_modalities: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_run(cls, run: Run, dims: dict[str, int] | None = None) -> TrackFeatures:
+    def from_run(cls, run: Run, dims: dict[str, int] | None = None,
+                 modalities: list[str] | None = None) -> TrackFeatures:
         """Load the run's embeddings; with ``dims`` (a trained model's), check they still fit it.
+
+        ``modalities`` limits which are read (default: every modality some track has).
 
         Raises ``InputError`` naming the file and the command to re-run when an embedding
         file does not cover the catalog or a modality changed dimension since training.
@@ -44,7 +47,8 @@ class TrackFeatures:
         # a modality no track has teaches nothing; a trained model names its own
         wanted = list(dims) if dims is not None else [
             m for m in DEFAULT_ORDER if (run.embeddings_dir / f"{m}.mask.npy").exists()
-            and np.load(run.embeddings_dir / f"{m}.mask.npy").any()]
+            and np.load(run.embeddings_dir / f"{m}.mask.npy").any()
+            and (modalities is None or m in modalities)]
         arrays, masks = {}, {}
         for m in wanted:
             path = run.embeddings_dir / f"{m}.npy"

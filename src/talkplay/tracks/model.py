@@ -21,11 +21,13 @@ from talkplay.tracks.network import TrackNet
 class ContentModel(nn.Module):
     """See the module docstring. ``features`` become buffers (not saved: they come from the run)."""
 
-    def __init__(self, lm: Any, net: TrackNet, features: TrackFeatures, slot_id: int) -> None:
+    def __init__(self, lm: Any, net: TrackNet, features: TrackFeatures, slot_id: int,
+                 modality_dropout: float = 0.0) -> None:
         super().__init__()
         self.lm = lm
         self.net = net
         self.slot_id = slot_id
+        self.modality_dropout = modality_dropout
         self.set_features(features)
 
     def set_features(self, features: TrackFeatures) -> None:
@@ -40,6 +42,14 @@ class ContentModel(nn.Module):
         """(N, hidden) rows of every catalog track."""
         arrays = {m: getattr(self, f"feat_{m}") for m in self.net.modalities}
         masks = {m: getattr(self, f"mask_{m}") for m in self.net.modalities}
+        if self.training and self.modality_dropout > 0:
+            # Training targets come from training conversations, so they always have
+            # co-occurrence (and such) while held-out tracks often do not: hide it at random,
+            # or "has co-occurrence" alone becomes the reason to recommend a track.
+            for m in masks:
+                if m not in self.net.cfg.text_modalities:
+                    keep = torch.rand(masks[m].shape, device=masks[m].device) >= self.modality_dropout
+                    masks[m] = masks[m] & keep
         return self.net.rows(arrays, masks)
 
     def embed(self, input_ids: torch.Tensor, rows: torch.Tensor, slot_b: torch.Tensor, slot_p: torch.Tensor,

@@ -12,6 +12,7 @@ step, the time spent and the data order, so ``--resume`` continues where it stop
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import resource
@@ -34,6 +35,7 @@ from talkplay.tracks.data import Example, collate
 from talkplay.tracks.features import TrackFeatures, TrackSlots
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
+from talkplay.train import add_lora, keep_first_layers, plot_loss, save_model_atomic, weights_digest
 
 log = get_logger(__name__)
 CHECKPOINT = "content.pt"
@@ -96,7 +98,6 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures) -> tuple[ContentModel,
     """Base LM with the three track tokens, wrapped with a fresh ``TrackNet`` (LoRA if asked)."""
     from talkplay.encoders.text import TextEncoder
     from talkplay.model import expand_vocab, load_base
-    from talkplay.train import add_lora, keep_first_layers
 
     lm, tok = load_base(cfg.base_model)
     layers = keep_first_layers(lm, cfg.keep_layers) if cfg.keep_layers else None
@@ -112,7 +113,7 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures) -> tuple[ContentModel,
     net = TrackNet.create(ncfg)
     if cfg.lora:
         lm = add_lora(lm, cfg, new_ids)
-    model = ContentModel(lm, net, feats, tok.convert_tokens_to_ids(TRACK_SLOT))
+    model = ContentModel(lm, net, feats, tok.convert_tokens_to_ids(TRACK_SLOT), cfg.modality_dropout)
     return model, tok, {"vocab": vocab_info, "kept_layers": layers, "new_ids": new_ids}
 
 
@@ -129,8 +130,6 @@ def _save_checkpoint(path: Path, model: ContentModel, opt: torch.optim.Optimizer
 
 def save_content_model(model: ContentModel, tok: Any, target: Path, extra: dict[str, Any]) -> None:
     """Merged LM + tokenizer + ``tracks.pt``/``tracks.json`` into ``target``, atomically."""
-    from talkplay.train import save_model_atomic
-
     lm = model.lm
     if hasattr(lm, "merge_and_unload"):
         lm = lm.merge_and_unload()
@@ -145,13 +144,29 @@ def save_content_model(model: ContentModel, tok: Any, target: Path, extra: dict[
     save_model_atomic(lm, tok, target, extra, write_extra=write_net)
 
 
+def _accelerator() -> Any:
+    """One process, or data parallel under ``torchrun`` / ``accelerate launch`` (gloo on CPU)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # a modality every track has leaves its "missing" row without a gradient
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+
+
 def train_content(run: Run, cfg: Any) -> dict[str, Any]:
-    """Train on ``run``'s dialogs and write ``run/model``; returns a summary dict."""
+    """Train on ``run``'s dialogs and write ``run/model``; returns a summary dict.
+
+    Several processes (``torchrun --nproc_per_node N -m talkplay.cli train RUN``) each take
+    every N-th batch; gradients are averaged, and the time budget stops all of them at once.
+    """
     t_start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    feats = TrackFeatures.from_run(run)
+    acc = _accelerator()
+    world, rank = acc.num_processes, acc.process_index
+    feats = TrackFeatures.from_run(run, modalities=cfg.modalities.split(",") if cfg.modalities else None)
     if not feats.arrays:
         raise TalkPlayError(f"no embeddings in {run.embeddings_dir}; run `talkplay encode {run.path}` first")
     convs = load_dialogs(run, "train")
@@ -163,22 +178,18 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
         raise TalkPlayError(f"{run.dialogs_dir / 'train.jsonl'} has no conversation with a supervised turn")
     texts = list(dict.fromkeys(q for e in examples for _, q, _ in e.opens))
     query_index = {t: i for i, t in enumerate(texts)}
-    queries = torch.from_numpy(encode_queries(run, texts, feats.text_model))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    with acc.main_process_first():  # the main process encodes and caches; the others read the cache
+        queries = torch.from_numpy(encode_queries(run, texts, feats.text_model))
+    device = acc.device
     queries = queries.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    per_epoch = -(-len(examples) // cfg.batch_size)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * per_epoch))
-    budget_s = cfg.time_budget * 60 if cfg.time_budget else None
-    warmup = max(1, int(cfg.warmup_ratio * total_steps))
     ckpt = run.checkpoints_dir / CHECKPOINT
     state = {"step": 0, "elapsed": 0.0, "epoch": 0, "cursor": 0, "tokens": 0}
     resumed = None
     if cfg.resume and ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         model.load_state_dict(saved["weights"], strict=False)
         opt.load_state_dict(saved["optimizer"])
         state = saved["state"]
@@ -186,38 +197,48 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
         log.info("resuming from %s at step %d (%.0f s spent)", ckpt, state["step"], state["elapsed"])
     elif cfg.resume:
         log.warning("--resume: no checkpoint at %s; starting from the beginning", ckpt)
+    model, opt = acc.prepare(model, opt)
+    per_epoch = max(1, len(examples) // (cfg.batch_size * world))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * per_epoch))
+    budget_s = cfg.time_budget * 60 if cfg.time_budget else None
+    warmup = max(1, int(cfg.warmup_ratio * total_steps))
     n_tokens = sum(len(e.input_ids) for e in examples)
     log.info("training %s (content-grounded tracks) on %d conversations (%s tokens), %s trainable "
              "parameters%s%s", cfg.base_model, len(examples), f"{n_tokens:,}", f"{trainable:,}",
              " (LoRA)" if cfg.lora else "", f", time budget {cfg.time_budget:g} min" if budget_s else "")
     history: list[dict[str, Any]] = []
     model.train()
-    epoch_batches = length_batches(examples, cfg.batch_size, random.Random(f"{cfg.seed}:{state['epoch']}"))
+
+    def epoch_order(epoch: int) -> list[list[int]]:
+        batches = length_batches(examples, cfg.batch_size, random.Random(f"{cfg.seed}:{epoch}"))
+        return batches[: len(batches) // world * world] or batches  # every process gets as many
+
+    epoch_batches = epoch_order(state["epoch"])
     t_loop = time.perf_counter() - state["elapsed"]
-    with ProgressBar(total=total_steps, desc="train") as bar:
-        bar.update(state["step"])
+    bar = ProgressBar(total=total_steps, desc="train") if acc.is_main_process else None
+    with bar or contextlib.nullcontext():
+        if bar:
+            bar.update(state["step"])
         while state["step"] < total_steps:
-            if state["cursor"] >= len(epoch_batches):
+            if state["cursor"] + world > len(epoch_batches):
                 state["epoch"] += 1
                 state["cursor"] = 0
-                epoch_batches = length_batches(examples, cfg.batch_size,
-                                               random.Random(f"{cfg.seed}:{state['epoch']}"))
-            picked = [examples[i] for i in epoch_batches[state["cursor"]]]
-            batch = collate(picked, tok.pad_token_id, query_index)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            state["cursor"] += 1
+                epoch_batches = epoch_order(state["epoch"])
+            picked = [examples[i] for i in epoch_batches[min(state["cursor"] + rank, len(epoch_batches) - 1)]]
+            batch = {k: v.to(device) for k, v in collate(picked, tok.pad_token_id, query_index).items()}
+            state["cursor"] += world
             elapsed = time.perf_counter() - t_loop
             done = max(state["step"] / total_steps, elapsed / budget_s if budget_s else 0.0)
             lr = cfg.lr * min(1.0, (state["step"] + 1) / warmup) * max(0.0, 1.0 - done)
             for g in opt.param_groups:
                 g["lr"] = lr
             out = model(**batch, queries=queries, text_weight=cfg.text_weight)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            acc.backward(out["loss"])
+            acc.clip_grad_norm_(params, 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
             state["step"] += 1
-            state["tokens"] += int((batch["input_ids"] != tok.pad_token_id).sum())
+            state["tokens"] += int((batch["input_ids"] != tok.pad_token_id).sum()) * world
             state["elapsed"] = time.perf_counter() - t_loop
             rec = {"step": state["step"], "loss": round(float(out["loss"].detach()), 4),
                    "text_loss": round(float(out["text_loss"]), 4),
@@ -225,17 +246,21 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
                    "seconds": round(state["elapsed"], 1)}
             history.append(rec)
             rate = state["tokens"] / max(state["elapsed"], 1e-9)
-            bar.update(1, status=f"text {rec['text_loss']:.2f} · tracks {rec['track_loss']:.2f} · "
-                                 f"{rate:,.0f} tok/s")
-            if state["step"] % 25 == 0:  # a line in logs too, where no bar is drawn
+            if bar:
+                bar.update(1, status=f"text {rec['text_loss']:.2f} · tracks {rec['track_loss']:.2f} · "
+                                     f"{rate:,.0f} tok/s")
+            if acc.is_main_process and state["step"] % 25 == 0:  # a line in logs too, where no bar is drawn
                 log.info("step %d: text loss %.3f, track loss %.3f, %.0f tokens/s, %.0f s", state["step"],
                          rec["text_loss"], rec["track_loss"], rate, state["elapsed"])
-            if state["step"] % cfg.save_every == 0:
-                _save_checkpoint(ckpt, model, opt, state)
-            if budget_s and state["elapsed"] >= budget_s:
-                log.info("time budget of %g min reached after %d steps", cfg.time_budget, state["step"])
-                break
+            if state["step"] % cfg.save_every == 0 and acc.is_main_process:
+                _save_checkpoint(ckpt, acc.unwrap_model(model), opt, state)
+            if budget_s:  # every process stops at the same step, or the others would wait forever
+                over = torch.tensor([float(state["elapsed"] >= budget_s)], device=device)
+                if float(acc.reduce(over, reduction="sum")) > 0:
+                    log.info("time budget of %g min reached after %d steps", cfg.time_budget, state["step"])
+                    break
     train_s = state["elapsed"]
+    model = acc.unwrap_model(model)
     model.eval()
     summary: dict[str, Any] = {
         "config": asdict(cfg),
@@ -256,16 +281,21 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
         "resumed_from": resumed,
         "model_dir": str(run.model_dir),
         "features": feats.fingerprint(),
+        "world_size": world,
+        "rank": rank,
     }
+    train_dir = run.path / "train"
+    if world > 1:
+        write_json_atomic(train_dir / f"replica-{rank}.json", {"rank": rank, "step": state["step"],
+                                                               "weights_sha256": weights_digest(model)})
+    if not acc.is_main_process:
+        return summary
     model.to("cpu")
     save_content_model(model, tok, run.model_dir, {
         "track_repr": "content", "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora,
         "kept_layers": info["kept_layers"], "steps": state["step"], "text_model": feats.text_model,
         "features": feats.fingerprint(), "n_tracks": len(feats.ids), "max_length": cfg.max_length})
-    train_dir = run.path / "train"
     write_jsonl_atomic(train_dir / "log.jsonl", history)
-    from talkplay.train import plot_loss
-
     plot_loss(history, train_dir / "loss.png")
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
     summary["loss_plot"] = str(train_dir / "loss.png")
