@@ -119,9 +119,31 @@ def test_imported_conversations_are_included(tmp_path, cpcd_file):
     cat.save(tmp_path)
     info = build_dialogs(Run(tmp_path), DialogsConfig(align=False))
     assert info["imported"] == 20 and info["synthesized"] == 0
-    got = [c for s in SPLITS for c in load_dialogs(Run(tmp_path), s)]
+    got = [c for s in SPLITS for c in load_dialogs(Run(tmp_path), s) if c.source == "cpcd"]
     assert {c.id for c in got} == {c.id for c in cat.conversations}
     assert all(t.liked or t.disliked or not t.recommended for c in got for t in c.turns)
+
+
+def test_curator_searches_come_from_training_conversations_only(tmp_path, cpcd_file):
+    from talkplay.sources import Issues, get_importer
+
+    cat = get_importer("cpcd").load(str(cpcd_file), Issues(), limit=40)
+    cat.save(tmp_path)
+    run = Run(tmp_path)
+    info = build_dialogs(run, DialogsConfig(align=False))
+    searched = [c for c in load_dialogs(run, "train") if c.source == "search"]
+    assert info["search"] == len(searched) > 0
+    assert not [c for s in ("valid", "test") for c in load_dialogs(run, s) if c.source == "search"]
+    by_query: dict[str, set[str]] = {}
+    for c in load_dialogs(run, "train"):
+        for t in c.turns:
+            for q, res in zip(t.extra.get("search_queries") or [], t.extra.get("search_results") or [],
+                              strict=False):
+                by_query.setdefault(q.strip(), set()).update(set(res) & set(t.liked))
+    for c in searched:  # every search turn is a training turn's search, answered by what was liked
+        for t in c.turns:
+            assert t.user in by_query and set(t.recommended) <= by_query[t.user]
+    assert build_dialogs(run, DialogsConfig(align=False, search=False))["search"] == 0
 
 
 def test_talkplaydata2_sessions_render_with_their_profiles(tmp_path, tpd2_dir):
