@@ -151,3 +151,13 @@ def test_cold_start_tracks_added_after_training_are_served(songs_run, live_serve
         r = httpx.post(url + "/v1/recommend", json={"query": "music by the Eagles", "k": 27}, timeout=60)
         ranks = {t["id"]: t["rank"] for t in r.json()["tracks"]}
         assert abs(ranks["twin"] - ranks["s3"]) == 1
+
+
+def test_vllm_export_refuses_content_models_with_a_reason(synth_content, tmp_path):
+    from talkplay.errors import TalkPlayError
+    from talkplay.vllm_support import export_for_vllm
+
+    run, _ = synth_content
+    with pytest.raises(TalkPlayError, match="talkplay serve"):
+        export_for_vllm(run, tmp_path / "vllm")
+    assert not (tmp_path / "vllm").exists()

@@ -431,6 +431,12 @@ def export_for_vllm(run: Any, out_dir: str | Path) -> dict[str, Any]:
     model_dir = Path(run.model_dir)
     if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
         raise TalkPlayError(f"no trained model in {model_dir}; run `talkplay train` first")
+    meta = model_dir / "talkplay.json"
+    if meta.exists() and json.loads(meta.read_text(encoding="utf-8")).get("track_repr") == "content":
+        raise TalkPlayError(
+            f"{model_dir} was trained with content-grounded tracks, which add the request's text "
+            "embedding at <|music|>; a stock vLLM server cannot do that, so the export covers "
+            "`--track-repr codes` models only. Serve this one with `talkplay serve`.")
     out_dir = Path(out_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)
     if (model_dir / "adapter_config.json").exists():
