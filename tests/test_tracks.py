@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from synth_run import build_synth_run, held_out_turns
 from talkplay.atomic import save_npy_atomic
@@ -161,3 +162,26 @@ def test_vllm_export_refuses_content_models_with_a_reason(synth_content, tmp_pat
     with pytest.raises(TalkPlayError, match="talkplay serve"):
         export_for_vllm(run, tmp_path / "vllm")
     assert not (tmp_path / "vllm").exists()
+
+
+def test_sampled_softmax_past_the_full_softmax_limit(tmp_path):
+    """Past ``full_softmax_max`` tracks a step scores its own tracks plus random negatives."""
+    from talkplay.dialogs import RenderConfig, load_dialogs
+    from talkplay.tracks.data import Example, collate
+    from talkplay.tracks.features import TrackSlots
+    from talkplay.tracks.train import build_model
+
+    run = build_synth_run(tmp_path / "run", n_train=48)
+    feats = TrackFeatures.from_run(run)
+    model, tok, _ = build_model(run, TrainConfig(**TINY), feats)
+    slots = TrackSlots(feats.ids)
+    exs = [Example.build(c, tok, slots, RenderConfig(max_length=128)) for c in load_dialogs(run, "train")[:4]]
+    texts = sorted({q for e in exs for _, q, _ in e.opens})
+    batch = collate(exs, tok.pad_token_id, {t: i for i, t in enumerate(texts)})
+    queries = torch.randn(len(texts), 384)
+    full = model(**batch, queries=queries)
+    model.full_softmax_max, model.negatives = 4, 3
+    sampled = model(**batch, queries=queries)
+    assert torch.isfinite(sampled["loss"]) and sampled["track_loss"] < full["track_loss"]  # fewer rivals
+    sampled["loss"].backward()
+    assert model.net.proj["tags"].weight.grad is not None

@@ -94,7 +94,7 @@ class ContentEngine(Engine):
         net.load_state_dict(torch.load(run.model_dir / "tracks.pt", map_location="cpu", weights_only=True))
         lm = AutoModelForCausalLM.from_pretrained(run.model_dir, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(run.model_dir)
-        model = ContentModel(lm, net, feats, int(tok.convert_tokens_to_ids(TRACK_SLOT)))
+        model = ContentModel(lm, net, feats)
         rcfg = RenderConfig(max_length=meta.get("max_length"))
         return cls(model, tok, run.load_catalog(validate=False), cfg, rcfg, meta.get("text_model"))
 

@@ -21,27 +21,30 @@ from talkplay.tracks.network import TrackNet
 class ContentModel(nn.Module):
     """See the module docstring. ``features`` become buffers (not saved: they come from the run)."""
 
-    def __init__(self, lm: Any, net: TrackNet, features: TrackFeatures, slot_id: int,
-                 modality_dropout: float = 0.0) -> None:
+    def __init__(self, lm: Any, net: TrackNet, features: TrackFeatures, modality_dropout: float = 0.0,
+                 full_softmax_max: int = 200_000, negatives: int = 8192) -> None:
         super().__init__()
         self.lm = lm
         self.net = net
-        self.slot_id = slot_id
         self.modality_dropout = modality_dropout
+        # beyond this many tracks a step scores its own tracks plus `negatives` random ones
+        self.full_softmax_max = full_softmax_max
+        self.negatives = negatives
         self.set_features(features)
 
     def set_features(self, features: TrackFeatures) -> None:
         """Point the model at a catalog's content (new tracks need nothing else: cold start)."""
         arrays, masks = features.tensors()
-        self.modalities = list(arrays)
+        self.n_tracks = len(features.ids)
         for m in self.net.modalities:
             self.register_buffer(f"feat_{m}", arrays[m], persistent=False)
             self.register_buffer(f"mask_{m}", masks[m], persistent=False)
 
-    def rows(self) -> torch.Tensor:
-        """(N, hidden) rows of every catalog track."""
-        arrays = {m: getattr(self, f"feat_{m}") for m in self.net.modalities}
-        masks = {m: getattr(self, f"mask_{m}") for m in self.net.modalities}
+    def rows(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, hidden) rows of every catalog track, or of the tracks ``index`` names."""
+        pick = (lambda t: t) if index is None else (lambda t: t[index])
+        arrays = {m: pick(getattr(self, f"feat_{m}")) for m in self.net.modalities}
+        masks = {m: pick(getattr(self, f"mask_{m}")) for m in self.net.modalities}
         if self.training and self.modality_dropout > 0:
             # Training targets come from training conversations, so they always have
             # co-occurrence (and such) while held-out tracks often do not: hide it at random,
@@ -74,9 +77,20 @@ class ContentModel(nn.Module):
 
         The text loss is the LM's cross-entropy on the supervised reply tokens (its head run
         only there); the track loss is the cross-entropy of the target among every catalog
-        row at each supervised ``<|music|>`` (a full softmax over the catalog).
+        row at each supervised ``<|music|>``: a full softmax over the catalog, or, past
+        ``full_softmax_max`` tracks, a sampled one over the batch's own tracks (in-batch
+        negatives) and ``negatives`` random catalog tracks.
         """
-        rows = self.rows()
+        if self.n_tracks > self.full_softmax_max:
+            extra = torch.randint(self.n_tracks, (self.negatives,), device=slot_row.device)
+            cand, inverse = torch.unique(torch.cat([slot_row, open_target.clamp(min=0), extra]),
+                                         return_inverse=True)
+            n_slots, n_opens = len(slot_row), len(open_target)
+            slot_row = inverse[:n_slots]
+            open_target = torch.where(open_target >= 0, inverse[n_slots:n_slots + n_opens], open_target)
+            rows = self.rows(cand)
+        else:
+            rows = self.rows()
         emb = self.embed(input_ids, rows, slot_b, slot_p, slot_row, open_b, open_p, queries[open_q])
         out = self.lm(inputs_embeds=emb, output_hidden_states=True, logits_to_keep=1, use_cache=False)
         hidden = out.hidden_states[-1]

@@ -113,7 +113,7 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures) -> tuple[ContentModel,
     net = TrackNet.create(ncfg)
     if cfg.lora:
         lm = add_lora(lm, cfg, new_ids)
-    model = ContentModel(lm, net, feats, tok.convert_tokens_to_ids(TRACK_SLOT), cfg.modality_dropout)
+    model = ContentModel(lm, net, feats, cfg.modality_dropout)
     return model, tok, {"vocab": vocab_info, "kept_layers": layers, "new_ids": new_ids}
 
 
