@@ -28,6 +28,7 @@ from talkplay.engine.core import (
     clean_reply,
     register_loader,
     resolve_device,
+    session_exclude,
 )
 from talkplay.engine.explain import Explainer
 from talkplay.engine.ranking import _cache_kw
@@ -56,7 +57,8 @@ class ContentEngine(Engine):
     """``Engine`` over a ``ContentModel``; build with ``Engine.load(run_dir)``."""
 
     def __init__(self, model: ContentModel, tokenizer: Any, catalog: Catalog, cfg: EngineConfig | None = None,
-                 render_cfg: RenderConfig | None = None, text_model: str | None = None) -> None:
+                 render_cfg: RenderConfig | None = None, text_model: str | None = None,
+                 reply_tracks: int | None = None) -> None:
         from talkplay.encoders.text import TextEncoder
 
         self.cfg = cfg or EngineConfig()
@@ -71,6 +73,7 @@ class ContentEngine(Engine):
         self.stop_ids = self._stop_ids()
         self.last_method = ""
         self.text = TextEncoder(text_model)
+        self.reply_tracks = reply_tracks  # tracks written before the reply (None: all k)
         ids = tokenizer.convert_tokens_to_ids([MUSIC_OPEN, MUSIC_CLOSE, TRACK_SLOT])
         self.open_id, self.close_id, self.slot_id = (int(i) for i in ids)
         self.music_ids = torch.tensor(ids, device=self.device)
@@ -96,7 +99,8 @@ class ContentEngine(Engine):
         tok = AutoTokenizer.from_pretrained(run.model_dir)
         model = ContentModel(lm, net, feats)
         rcfg = RenderConfig(max_length=meta.get("max_length"))
-        return cls(model, tok, run.load_catalog(validate=False), cfg, rcfg, meta.get("text_model"))
+        return cls(model, tok, run.load_catalog(validate=False), cfg, rcfg, meta.get("text_model"),
+                   meta.get("reply_tracks"))
 
     # -- prompt -----------------------------------------------------------------------------
     def prompt(self, conversation: Conversation) -> Prompt:
@@ -170,8 +174,6 @@ class ContentEngine(Engine):
             list[Recommendation], Any]:
         if not conversation.turns:
             conversation = replace(conversation, turns=[Turn(user="")])
-        from talkplay.engine.core import session_exclude
-
         banned = session_exclude(conversation) | set(exclude)
         ranked, cache, q = self._rank(conversation, k, banned)
         self.last_method = "exact"
@@ -191,16 +193,17 @@ class ContentEngine(Engine):
         if not recs:
             return
         # the blocks after the open already in the cache: slot, close, then open + slot + close ...
+        # as many as an answer in the training data wrote before its reply (the rest are cards)
         ids: list[int] = []
         slots: list[tuple[int, int]] = []
         opens: list[tuple[int, torch.Tensor]] = []
-        for n, r in enumerate(recs):
+        for n, r in enumerate(recs[: self.reply_tracks or len(recs)]):
             if n:
                 opens.append((len(ids), q))
                 ids.append(self.open_id)
             slots.append((len(ids), self.music.index[r.track_id]))
             ids += [self.slot_id, self.close_id]
-        ids += self.tokenizer(self.render_cfg.reply_sep, add_special_tokens=False)["input_ids"]
+        # no separator here: in training it is tokenized together with the reply's first word
         out, cache = self._forward(self._embed(ids, slots, opens), cache)
         logits = out.logits[:, -1].float()
         reply: list[int] = []

@@ -26,7 +26,7 @@ import torch
 
 from talkplay.atomic import save_npy_atomic, write_atomic, write_json_atomic, write_jsonl_atomic
 from talkplay.dialogs import RenderConfig, load_dialogs
-from talkplay.dialogs.render import DEFAULT_SYSTEM
+from talkplay.dialogs.render import DEFAULT_SYSTEM, turn_tracks
 from talkplay.errors import TalkPlayError
 from talkplay.log import ProgressBar, get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
@@ -176,6 +176,10 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     examples = [e for e in (Example.build(c, tok, slots, rcfg) for c in convs) if e.supervised]
     if not examples:
         raise TalkPlayError(f"{run.dialogs_dir / 'train.jsonl'} has no conversation with a supervised turn")
+    # how many tracks an answer writes before its reply in the training data; the engine
+    # writes as many (at most k) before generating a reply, so the reply sees what it learnt
+    per_turn = [n for c in convs for t in c.turns if (n := len(turn_tracks(t, slots, rcfg)))]
+    reply_tracks = int(np.median(per_turn)) if per_turn else 1
     texts = list(dict.fromkeys(q for e in examples for _, q, _ in e.opens))
     query_index = {t: i for i, t in enumerate(texts)}
     with acc.main_process_first():  # the main process encodes and caches; the others read the cache
@@ -294,7 +298,8 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     save_content_model(model, tok, run.model_dir, {
         "track_repr": "content", "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora,
         "kept_layers": info["kept_layers"], "steps": state["step"], "text_model": feats.text_model,
-        "features": feats.fingerprint(), "n_tracks": len(feats.ids), "max_length": cfg.max_length})
+        "features": feats.fingerprint(), "n_tracks": len(feats.ids), "max_length": cfg.max_length,
+        "reply_tracks": reply_tracks})
     write_jsonl_atomic(train_dir / "log.jsonl", history)
     plot_loss(history, train_dir / "loss.png")
     summary["seconds"] = round(time.perf_counter() - t_start, 1)

@@ -1,0 +1,91 @@
+"""TalkPlay (content-grounded tracks) under CPCD 5-fold cross-validation, beside dense retrieval.
+
+Run as ``python benchmarks/cpcd_cv.py --base runs/cpcd --work runs/cv [--folds 5]
+[--parallel 2] [--budget 6] [--markdown]``. ``--base`` is an imported and encoded CPCD run;
+each fold gets a copy whose recorded split holds out that fold (the folds of
+``benchmarks/cpcd.py --folds``), then ``talkplay dialogs`` (CPCD training conversations
+only), ``talkplay train`` with the CPU recipe's flags and ``--time-budget``, and ``talkplay
+eval --systems dense,bm25,talkplay``. ``--parallel`` folds train at once, one thread each.
+Prints macro hit@10 and mrr@100 (overall and cold) per system, mean ± sd over folds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpcd import folds  # noqa: E402
+
+from talkplay.evaluate.splits import SPLIT_STAGE  # noqa: E402
+from talkplay.run import Run  # noqa: E402
+
+RECIPE = ["--base-model", "smollm2-135m", "--keep-layers", "8", "--lora", "--modalities", "metadata",
+          "--max-length", "256", "--batch-size", "8", "--lr", "1e-3", "--epochs", "3", "--threads", "1"]
+CELLS = [("all", "hit@10"), ("all", "mrr@100"), ("cold", "hit@10"), ("cold", "mrr@100")]
+
+
+def run_fold(base: Path, work: Path, f: int, n_folds: int, test_ids: list[str], budget: float) -> dict:
+    path = work / f"fold{f}"
+    report = path / "eval" / "cv.json"
+    if report.exists():
+        return json.loads(report.read_text())
+    if path.exists():
+        shutil.rmtree(path)
+    shutil.copytree(base, path, ignore=shutil.ignore_patterns("model", "checkpoints", "eval", "dialogs"))
+    Run(path).record(SPLIT_STAGE, {"method": f"fold {f} of {n_folds}", "test_ids": test_ids,
+                                   "n_test": len(test_ids)})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TALKPLAY_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "talkplay.cli"]
+    log = open(path / "cv.log", "w")  # noqa: SIM115
+    for cmd in (["dialogs", str(path), "--no-align", "--no-search"],
+                ["train", str(path), *RECIPE, "--time-budget", str(budget)],
+                ["eval", str(path), "--systems", "dense,bm25,talkplay", "--name", "cv", "--n-boot", "0",
+                 "--no-plots"]):
+        subprocess.run([*cli, *cmd], check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return json.loads(report.read_text())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--budget", type=float, default=6.0, help="Training minutes per fold.")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    splits = folds(Run(args.base), args.folds)
+    with ThreadPoolExecutor(args.parallel) as pool:
+        results = list(pool.map(
+            lambda f: run_fold(args.base, args.work, f, args.folds, splits[f], args.budget), range(args.folds)))
+    header = ["system", *(f"{p} {m} (mean ± sd)" for p, m in CELLS)]
+    rows = []
+    for name in results[0]["systems"]:
+        cells = []
+        for part, m in CELLS:
+            vals = [r["systems"][name][part]["macro"][m] for r in results]
+            cells.append(f"{np.mean(vals):.3f} ± {np.std(vals):.3f}")
+        rows.append([name, *cells])
+    steps = [Run(args.work / f"fold{f}").stage("train").get("steps") for f in range(args.folds)]
+    print(f"{args.folds} folds, training steps per fold: {steps}, budget {args.budget:g} min each")
+    if args.markdown:
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        print("\n".join("| " + " | ".join(r) + " |" for r in rows))
+    else:
+        for r in [header, *rows]:
+            print("  ".join(f"{c:<22}" for c in r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
