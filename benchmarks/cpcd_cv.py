@@ -66,8 +66,10 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     splits = folds(Run(args.base), args.folds)
     with ThreadPoolExecutor(args.parallel) as pool:
-        results = list(pool.map(
-            lambda f: run_fold(args.base, args.work, f, args.folds, splits[f], args.budget), range(args.folds)))
+        def one(f: int) -> dict:
+            return run_fold(args.base, args.work, f, args.folds, splits[f], args.budget)
+
+        results = list(pool.map(one, range(args.folds)))
     header = ["system", *(f"{p} {m} (mean ± sd)" for p, m in CELLS)]
     rows = []
     for name in results[0]["systems"]:
