@@ -40,6 +40,7 @@ def main() -> int:
     ap.add_argument("runs", nargs="+", help="LABEL=RUN pairs")
     ap.add_argument("--baselines", default="dense,bm25,hybrid")
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--name", default="ablation", help="Report name (an existing one is reused).")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     pairs = [r.split("=", 1) for r in args.runs]
@@ -51,7 +52,7 @@ def main() -> int:
                      "", ""])
     for label, path in pairs:
         run = Run(Path(path))
-        s = scored(run, ["talkplay"], "ablation", args.n_boot)["systems"]["talkplay"]
+        s = scored(run, ["talkplay"], args.name, args.n_boot)["systems"]["talkplay"]
         train = run.stage("train")
         rows.append([f"talkplay: {label}", *(cell(s["all"], m) for m in METRICS),
                      *(cell(s["cold"], m) for m in METRICS), str(train.get("steps", "")),

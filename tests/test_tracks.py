@@ -185,3 +185,23 @@ def test_sampled_softmax_past_the_full_softmax_limit(tmp_path):
     assert torch.isfinite(sampled["loss"]) and sampled["track_loss"] < full["track_loss"]  # fewer rivals
     sampled["loss"].backward()
     assert model.net.proj["tags"].weight.grad is not None
+
+
+def test_chat_with_a_content_model_likes_rejects_and_never_repeats(synth_content):
+    import io
+
+    from rich.console import Console
+
+    from talkplay.engine.chat import chat_loop
+
+    run, _ = synth_content
+    engine = Engine.load(run.path)
+    out = io.StringIO()
+    lines = ["play some jazz music", "/like 1", "/reject 2", "now some tango", "more disco now", "/quit"]
+    session = chat_loop(engine, lines, Console(file=out, width=120), k=2)
+    text = out.getvalue()
+    assert "16 tracks" in text and text.count("talkplay>") == 3 and not RAW.search(text)
+    turns = session.conversation.turns
+    ids = [t for turn in turns for t in turn.recommended]
+    assert len(ids) == len(set(ids)) == 6 and turns[0].liked and turns[0].disliked
+    assert turns[1].recommended[0] == "t3"  # tango, as the known answers say

@@ -104,7 +104,7 @@ def chat_loop(engine: Engine, lines: Iterable[str], console: Console, k: int = 3
               session: Session | None = None) -> Session:
     """Run the chat over ``lines`` until /quit or end of input; returns the final session."""
     session = session or Session()
-    console.print(f"[bold]TalkPlay[/] · {len(engine.vocab.sequences):,} tracks · {HELP}")
+    console.print(f"[bold]TalkPlay[/] · {len(engine.catalog):,} tracks · {HELP}")
     it = iter(lines)
     while True:
         console.print("[bold green]you>[/] ", end="")
