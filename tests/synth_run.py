@@ -62,7 +62,8 @@ def build_synth_run(path: Path, n_train: int = 240, n_test: int = 24, seed: int 
     return run
 
 
-KNOWN_ANSWER_CFG = dict(base_model="tiny", track_repr="codes", max_steps=300, batch_size=16, lr=3e-3,
+KNOWN_ANSWER_CFG = dict(base_model="tiny", track_repr="codes", lora=False, init="mean_cov",
+                        max_steps=300, batch_size=16, lr=3e-3,
                         save_every=1000,
                         max_length=256, log_every=10)
 _TRAINED: dict[str, tuple[Run, dict]] = {}

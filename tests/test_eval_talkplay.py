@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
     from talkplay.train import TrainConfig, train_run
 
     run = build_synth_run(tmp_path_factory.mktemp("tp") / "run")
-    train_run(run, TrainConfig(base_model="tiny", track_repr="codes", max_steps=5, batch_size=8,
+    train_run(run, TrainConfig(base_model="tiny", track_repr="codes", lora=False, max_steps=5, batch_size=8,
                                save_every=1000, max_length=256,
                                log_every=10))
     return run

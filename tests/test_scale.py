@@ -58,7 +58,8 @@ def test_ddp_two_cpu_processes_train_identical_replicas(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TALKPLAY_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [launcher, "launch", "--config_file", str(CONFIGS / "ddp_cpu_2proc.yaml"),
            "--main_process_port", str(_free_port()), "-m", "talkplay.cli",
-           "train", str(run.path), "--track-repr", "codes", "--base-model", "tiny", "--max-steps", "3",
+           "train", str(run.path), "--track-repr", "codes", "--base-model", "tiny", "--full",
+           "--max-steps", "3",
            "--batch-size", "2",
            "--max-length", "128", "--threads", "1", "--save-every", "1000"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)

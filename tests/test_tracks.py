@@ -20,7 +20,8 @@ from talkplay.tracks import TrackFeatures
 from talkplay.train import TrainConfig, train_run
 
 RAW = re.compile(r"<\|/?music\|>|<\|track\|>")
-TINY = dict(base_model="tiny", track_repr="content", batch_size=16, lr=3e-3, max_length=256, save_every=1000)
+TINY = dict(base_model="tiny", track_repr="content", lora=False, init="mean_cov", batch_size=16,
+            lr=3e-3, max_length=256, save_every=1000)
 
 # real titles and artists, so the text encoder's embeddings mean something
 SONGS = [("Blue in Green", "Miles Davis"), ("So What", "Miles Davis"), ("Take Five", "Dave Brubeck"),

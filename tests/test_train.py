@@ -18,7 +18,8 @@ from talkplay.errors import TalkPlayError
 from talkplay.run import Run
 from talkplay.train import TrainConfig, train_run
 
-CODES = dict(base_model="tiny", track_repr="codes")  # these tests cover the music-token path
+CODES = dict(base_model="tiny", track_repr="codes", lora=False,
+             init="mean_cov")  # these tests cover the music-token path
 ENV = {**os.environ, "TALKPLAY_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
 
 
@@ -120,6 +121,7 @@ def test_two_process_data_parallel_replicas_agree(tmp_path, repr_):
         port = str(s.getsockname()[1])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "talkplay.cli", "train", str(run.path), "--track-repr", repr_, "--base-model", "tiny",
+           "--full",
            "--max-steps", "2", "--batch-size", "2", "--time-budget", "30",
            "--max-length", "128", "--lr", "1e-2", "--threads", "1", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)

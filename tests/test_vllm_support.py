@@ -189,7 +189,7 @@ def test_export_then_constrained_greedy_decoding_writes_a_catalog_track(tmp_path
     from talkplay.vllm_support import export_for_vllm
 
     run = build_synth_run(tmp_path / "run", n_train=16, n_test=4)
-    train_run(run, TrainConfig(base_model="tiny", track_repr="codes", max_steps=1, batch_size=4,
+    train_run(run, TrainConfig(base_model="tiny", track_repr="codes", lora=False, max_steps=1, batch_size=4,
                                max_length=96, save_every=1000))
     info = export_for_vllm(run, tmp_path / "vllm")
     spec = ConstraintSpec.load(tmp_path / "vllm")

@@ -68,7 +68,7 @@ class DemoConfig:
     catalog_limit: int | None = None  # total tracks; scales the collection quotas down
     audio_limit: int | None = 60  # tracks rendered to audio and encoded (a sample)
     model: str = "smollm2-135m"
-    keep_layers: int | None = None  # all layers; N keeps the first N (faster, but see DEMO_TRAIN)
+    keep_layers: int = 0  # 0: all layers; N keeps the first N (faster, but see DEMO_TRAIN)
     seed: int = 0
     import_options: dict[str, Any] = field(default_factory=dict)
     encode: dict[str, Any] = field(default_factory=dict)

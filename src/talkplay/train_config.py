@@ -17,24 +17,27 @@ TRACK_REPRS = ("content", "codes")
 class TrainConfig:
     """What ``talkplay train`` does; each field is the flag of the same name.
 
-    ``max_steps`` > 0 overrides ``epochs``; ``keep_layers`` keeps only the first N
-    transformer layers of the base (a cheaper model for CPU budgets); ``lora`` trains
-    low-rank adapters plus the music-token rows instead of every weight.
+    The defaults are the CPU recipe measured on CPCD (BENCHMARKS.md, "Content-grounded
+    tracks"): SmolLM2-135M, its first 8 layers, LoRA, content-grounded tracks, at most 30
+    minutes. ``max_steps`` > 0 overrides ``epochs``; ``keep_layers`` keeps only the first N
+    transformer layers of the base (0 or None: all); ``lora`` trains low-rank adapters plus
+    the new token rows instead of every weight; ``time_budget`` bounds the content trainer
+    (the codes trainer counts steps).
     """
 
-    base_model: str = "tiny"
-    init: str = "mean_cov"
-    lora: bool = False
+    base_model: str = "smollm2-135m"
+    init: str = "describe"
+    lora: bool = True
     lora_rank: int = 16
-    epochs: float = 1.0
+    epochs: float = 3.0
     max_steps: int = -1
-    lr: float = 5e-4
+    lr: float = 1e-3
     batch_size: int = 8
     grad_accum: int = 1
-    max_length: int = 512
+    max_length: int = 256
     save_every: int = 200
     resume: bool = False
-    keep_layers: int | None = None
+    keep_layers: int | None = 8  # 0 or None: all layers
     warmup_ratio: float = 0.03
     seed: int = 0
     threads: int | None = None
@@ -43,7 +46,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # trade recompute for activation memory
     supervised_logits: bool = True  # LM head only where the loss mask is 1: same loss, less time and memory
     track_repr: str = "content"  # content: one row per track from its content; codes: k-means music tokens
-    time_budget: float = 0.0  # minutes of training at most (0: none); the schedule fits the budget
+    time_budget: float = 30.0  # minutes of training at most (0: none); the schedule fits the budget
     inject_gain: float = 4.0  # content: request embedding at <|music|>, x the LM's final residual norm
     text_weight: float = 1.0  # content: weight of the reply-text loss beside the track loss
     modalities: str | None = None  # content: comma-separated modalities of a track's row (None: all)
@@ -57,7 +60,7 @@ class TrainConfig:
             (self.batch_size > 0, "--batch-size must be positive"),
             (self.max_length >= 16, "--max-length must be at least 16"),
             (self.save_every > 0, "--save-every must be positive"),
-            (self.keep_layers is None or self.keep_layers > 0, "--keep-layers must be positive"),
+            (self.keep_layers is None or self.keep_layers >= 0, "--keep-layers must be 0 (all) or more"),
             (self.init in ("mean_cov", "describe"), "--init must be mean_cov or describe"),
             (self.track_repr in TRACK_REPRS, f"--track-repr must be one of {', '.join(TRACK_REPRS)}"),
             (self.time_budget >= 0, "--time-budget must be 0 (none) or positive"),
