@@ -1,10 +1,10 @@
 """Scoring every catalog row (the content model's track head) against an approximate index.
 
-Run as ``python benchmarks/track_head.py [--sizes 10000,100000,1000000,4000000] [--markdown]``.
+Run as ``python benchmarks/track_head.py [--sizes 10000,100000,1000000,2000000] [--markdown]``.
 For each catalog size: random unit rows of the SmolLM2 hidden size (576), one query, and the
 median wall time over ``--repeats`` queries of (a) the exact head: one matrix product and a
 top-10, as ``ContentEngine`` does, and (b) with ``faiss-cpu`` installed (``pip install
-faiss-cpu``), an IVF inner-product index (nlist = 4 sqrt(N), nprobe 16, trained on a
+faiss-cpu``), an IVF inner-product index (nlist = sqrt(N), nprobe 16, trained on a
 50,000-row sample) with its recall@10 against the exact top-10 and its build time. The
 crossover is the size where the index starts to pay for its build and its lost recall.
 """
@@ -34,7 +34,7 @@ def median_time(fn, repeats: int) -> float:  # noqa: ANN001
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="10000,100000,1000000,4000000")
+    ap.add_argument("--sizes", default="10000,100000,1000000,2000000")
     ap.add_argument("--dim", type=int, default=576)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
@@ -62,7 +62,7 @@ def main() -> int:
         ms = 1000 * median_time(exact, args.repeats)
         cells = [f"{n:,}", f"{x.nbytes / 2**30:.2f}", f"{ms:.1f}", "-", "-", "-"]
         if faiss is not None:
-            nlist = int(4 * np.sqrt(n))
+            nlist = int(np.sqrt(n))
             t0 = time.perf_counter()
             quantizer = faiss.IndexFlatIP(args.dim)
             index = faiss.IndexIVFFlat(quantizer, args.dim, nlist, faiss.METRIC_INNER_PRODUCT)
