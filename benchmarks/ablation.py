@@ -16,8 +16,12 @@ import json
 import sys
 from pathlib import Path
 
-from talkplay.evaluate import EvalConfig, evaluate_run
-from talkplay.run import Run
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpcd import print_table  # noqa: E402
+
+from talkplay.evaluate import EvalConfig, evaluate_run  # noqa: E402
+from talkplay.evaluate.report import markdown_table  # noqa: E402
+from talkplay.run import Run  # noqa: E402
 
 METRICS = ("hit@10", "mrr@100")
 
@@ -57,12 +61,9 @@ def main() -> int:
         rows.append([f"talkplay: {label}", *(cell(s["all"], m) for m in METRICS),
                      *(cell(s["cold"], m) for m in METRICS), str(train.get("steps", "")),
                      str(train.get("train_seconds", ""))])
+    print_table("TalkPlay variants beside the baselines (macro, 95% CI)", header, rows)
     if args.markdown:
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        print("\n".join("| " + " | ".join(r) + " |" for r in rows))
-    else:
-        for r in [header, *rows]:
-            print("  ".join(f"{c:<24}" for c in r))
+        print(markdown_table(header, rows))
     return 0
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpcd import folds  # noqa: E402
+from cpcd import folds, print_table  # noqa: E402
 
+from talkplay.evaluate.report import markdown_table  # noqa: E402
 from talkplay.evaluate.splits import SPLIT_STAGE  # noqa: E402
 from talkplay.run import Run  # noqa: E402
 
@@ -80,12 +81,9 @@ def main() -> int:
         rows.append([name, *cells])
     steps = [Run(args.work / f"fold{f}").stage("train").get("steps") for f in range(args.folds)]
     print(f"{args.folds} folds, training steps per fold: {steps}, budget {args.budget:g} min each")
+    print_table(f"CPCD {args.folds}-fold CV, macro", header, rows)
     if args.markdown:
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        print("\n".join("| " + " | ".join(r) + " |" for r in rows))
-    else:
-        for r in [header, *rows]:
-            print("  ".join(f"{c:<22}" for c in r))
+        print(markdown_table(header, rows))
     return 0
 
 

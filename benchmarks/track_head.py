@@ -17,9 +17,15 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpcd import print_table  # noqa: E402
+
+from talkplay.evaluate.report import markdown_table  # noqa: E402
 
 
 def median_time(fn, repeats: int) -> float:  # noqa: ANN001
@@ -79,12 +85,9 @@ def main() -> int:
         print("  ".join(cells), file=sys.stderr)
         del x, xt
     print(f"{os.cpu_count()}-core {platform.machine()}, {args.threads} threads, dim {args.dim}")
+    print_table("Exact track head against an IVF index", header, rows)
     if args.markdown:
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        print("\n".join("| " + " | ".join(r) + " |" for r in rows))
-    else:
-        for r in [header, *rows]:
-            print("  ".join(f"{c:>14}" for c in r))
+        print(markdown_table(header, rows))
     return 0
 
 
