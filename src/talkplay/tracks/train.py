@@ -154,6 +154,15 @@ def _accelerator() -> Any:
     return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
 
 
+def shared_clock(acc: Any, seconds: float) -> float:
+    """``seconds`` as the main process measured it, on every process."""
+    if acc.num_processes == 1:
+        return seconds
+    from accelerate.utils import broadcast
+
+    return float(broadcast(torch.tensor([seconds], dtype=torch.float64, device=acc.device), from_process=0))
+
+
 def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     """Train on ``run``'s dialogs and write ``run/model``; returns a summary dict.
 
@@ -231,7 +240,7 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
             picked = [examples[i] for i in epoch_batches[min(state["cursor"] + rank, len(epoch_batches) - 1)]]
             batch = {k: v.to(device) for k, v in collate(picked, tok.pad_token_id, query_index).items()}
             state["cursor"] += world
-            elapsed = time.perf_counter() - t_loop
+            elapsed = shared_clock(acc, time.perf_counter() - t_loop)
             done = max(state["step"] / total_steps, elapsed / budget_s if budget_s else 0.0)
             lr = cfg.lr * min(1.0, (state["step"] + 1) / warmup) * max(0.0, 1.0 - done)
             for g in opt.param_groups:
@@ -258,11 +267,11 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
                          rec["text_loss"], rec["track_loss"], rate, state["elapsed"])
             if state["step"] % cfg.save_every == 0 and acc.is_main_process:
                 _save_checkpoint(ckpt, acc.unwrap_model(model), opt, state)
-            if budget_s:  # every process stops at the same step, or the others would wait forever
-                over = torch.tensor([float(state["elapsed"] >= budget_s)], device=device)
-                if float(acc.reduce(over, reduction="sum")) > 0:
-                    log.info("time budget of %g min reached after %d steps", cfg.time_budget, state["step"])
-                    break
+            # rank 0's clock decides for all: every process stops at the same step (or the
+            # others would wait forever) and uses the same learning rate (or replicas drift)
+            if budget_s and shared_clock(acc, state["elapsed"]) >= budget_s:
+                log.info("time budget of %g min reached after %d steps", cfg.time_budget, state["step"])
+                break
     train_s = state["elapsed"]
     model = acc.unwrap_model(model)
     model.eval()
