@@ -31,7 +31,7 @@ from talkplay.engine.core import (
     session_exclude,
 )
 from talkplay.engine.explain import Explainer
-from talkplay.engine.ranking import _cache_kw
+from talkplay.engine.ranking import lm_forward
 from talkplay.errors import TalkPlayError
 from talkplay.log import get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
@@ -79,7 +79,6 @@ class ContentEngine(Engine):
         self.music_ids = torch.tensor(ids, device=self.device)
         with torch.inference_mode():
             self.rows = self.content.rows()
-            self.row_unit = torch.nn.functional.normalize(self.rows.float(), dim=-1)
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
 
@@ -120,11 +119,8 @@ class ContentEngine(Engine):
     def _queries(self, texts: list[str]) -> torch.Tensor:
         return torch.from_numpy(self.text.encode(texts)).to(self.device)
 
-    def _forward(self, emb: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, Any]:
-        kw = {} if cache is None else {_cache_kw(type(self.model)): cache}
-        out = self.model(inputs_embeds=emb, use_cache=True, output_hidden_states=True, logits_to_keep=1, **kw)
-        new = out["cache"] if "cache" in out else out["past_key_values"]
-        return out, new
+    def _forward(self, emb: torch.Tensor, cache: Any = None) -> tuple[Any, Any]:
+        return lm_forward(self.model, cache, inputs_embeds=emb, output_hidden_states=True, logits_to_keep=1)
 
     def _embed(self, ids: list[int], slots: list[tuple[int, int]],
                opens: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
@@ -211,7 +207,7 @@ class ContentEngine(Engine):
         gen = torch.Generator().manual_seed(self.cfg.seed)
         for _ in range(self.cfg.reply_tokens):
             logits[:, self.music_ids] = float("-inf")  # the reply is text: no music markup
-            tok = self._pick(logits[0], gen)
+            tok = self.pick(logits[0], gen)
             if tok in self.stop_ids:
                 break
             reply.append(tok)
@@ -225,14 +221,6 @@ class ContentEngine(Engine):
         final = clean_reply(self.tokenizer.decode(reply, skip_special_tokens=True))
         if final.startswith(sent) and len(final) > len(sent):
             yield final[len(sent):]
-
-    def _pick(self, logits: torch.Tensor, gen: torch.Generator) -> int:
-        if self.cfg.temperature <= 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits.cpu() / self.cfg.temperature, dim=-1)
-        sp, si = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sp, 0) - sp < self.cfg.top_p
-        return int(si[keep][torch.multinomial(sp[keep] / sp[keep].sum(), 1, generator=gen)])
 
 
 register_loader("content", ContentEngine.load)

@@ -196,18 +196,22 @@ class Engine:
         for _ in range(max_new_tokens):
             logits, past = lm_step(self.model, step, past)
             scores = processor(torch.tensor([seq], dtype=torch.long), logits[:, -1].float())
-            if self.cfg.temperature > 0:  # sampled on the CPU, where the seeded generator lives
-                probs = torch.softmax(scores[0].cpu() / self.cfg.temperature, dim=-1)
-                sp, si = torch.sort(probs, descending=True)
-                keep = torch.cumsum(sp, 0) - sp < self.cfg.top_p
-                tok = int(si[keep][torch.multinomial(sp[keep] / sp[keep].sum(), 1, generator=gen)])
-            else:
-                tok = int(scores[0].argmax())
+            tok = self.pick(scores[0], gen)
             if tok in self.stop_ids:
                 return
             yield tok
             seq.append(tok)
             step = torch.tensor([[tok]], dtype=torch.long, device=self.device)
+
+    def pick(self, scores: torch.Tensor, gen: torch.Generator) -> int:
+        """The next token from one row of scores: greedy, or top-p sampled at ``temperature``."""
+        if self.cfg.temperature <= 0:
+            return int(scores.argmax())
+        # sampled on the CPU, where the seeded generator lives
+        probs = torch.softmax(scores.cpu() / self.cfg.temperature, dim=-1)
+        sp, si = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sp, 0) - sp < self.cfg.top_p
+        return int(si[keep][torch.multinomial(sp[keep] / sp[keep].sum(), 1, generator=gen)])
 
     # -- conversation level ---------------------------------------------------------------
     def prompt_ids(self, conversation: Conversation) -> list[int]:

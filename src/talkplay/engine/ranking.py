@@ -40,11 +40,17 @@ def _cache_kw(forward_cls: type) -> str:
     return "cache" if "cache" in inspect.signature(forward_cls.forward).parameters else "past_key_values"
 
 
-def lm_step(model: Any, input_ids: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, Any]:
-    """One forward with a KV cache: returns (logits, updated cache), across transformers versions."""
+def lm_forward(model: Any, cache: Any = None, **inputs: Any) -> tuple[Any, Any]:
+    """One forward with a KV cache: returns (model output, updated cache), across transformers
+    versions. ``inputs``: ``input_ids=`` or ``inputs_embeds=``, plus any other forward argument."""
     kw = {} if cache is None else {_cache_kw(type(model)): cache}
-    out = model(input_ids=input_ids, use_cache=True, **kw)
-    new = out["cache"] if "cache" in out else out["past_key_values"]
+    out = model(use_cache=True, **inputs, **kw)
+    return out, out["cache"] if "cache" in out else out["past_key_values"]
+
+
+def lm_step(model: Any, input_ids: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, Any]:
+    """One forward of ids with a KV cache: returns (logits, updated cache)."""
+    out, new = lm_forward(model, cache, input_ids=input_ids)
     return out.logits, new
 
 

@@ -27,6 +27,7 @@ import torch
 from talkplay.atomic import save_npy_atomic, write_atomic, write_json_atomic, write_jsonl_atomic
 from talkplay.dialogs import RenderConfig, load_dialogs
 from talkplay.dialogs.render import DEFAULT_SYSTEM, turn_tracks
+from talkplay.encoders.text import TextEncoder
 from talkplay.errors import TalkPlayError
 from talkplay.log import ProgressBar, get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
@@ -41,15 +42,13 @@ log = get_logger(__name__)
 CHECKPOINT = "content.pt"
 
 
-def encode_queries(run: Run, texts: list[str], model: str | None) -> np.ndarray:
-    """Text-encoder embeddings of ``texts``, cached under ``run/cache/queries-<hash>.npy``."""
-    from talkplay.encoders.text import TextEncoder
-
-    key = hashlib.sha256("\n\x00".join([str(model), *texts]).encode()).hexdigest()[:16]
+def encode_queries(run: Run, texts: list[str], enc: Any) -> np.ndarray:
+    """``enc``'s (a ``TextEncoder``) embeddings of ``texts``, cached under
+    ``run/cache/queries-<hash>.npy``."""
+    key = hashlib.sha256("\n\x00".join([str(enc.model_arg), *texts]).encode()).hexdigest()[:16]
     path = run.cache_dir / f"queries-{key}.npy"
     if path.exists():
         return np.load(path)
-    enc = TextEncoder(model)
     log.info("encoding %d request texts with %s", len(texts), enc.name)
     vecs = enc.encode(texts) if texts else np.zeros((0, enc.dim), dtype=np.float32)
     save_npy_atomic(path, vecs)
@@ -94,8 +93,10 @@ def residual_norm(lm: Any, tok: Any, text: str = DEFAULT_SYSTEM) -> float:
     return float(seen["x"][0, 1:].norm(dim=-1).median())  # the first position is an outlier in many LMs
 
 
-def build_model(run: Run, cfg: Any, feats: TrackFeatures) -> tuple[ContentModel, Any, dict[str, Any]]:
-    """Base LM with the three track tokens, wrapped with a fresh ``TrackNet`` (LoRA if asked)."""
+def build_model(run: Run, cfg: Any, feats: TrackFeatures, encoder: Any = None) -> tuple[
+        ContentModel, Any, dict[str, Any]]:
+    """Base LM with the three track tokens, wrapped with a fresh ``TrackNet`` (LoRA if asked).
+    ``encoder``: the request ``TextEncoder`` (default: the one behind the run's text modalities)."""
     from talkplay.encoders.text import TextEncoder
     from talkplay.model import expand_vocab, load_base
 
@@ -104,7 +105,7 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures) -> tuple[ContentModel,
     slots = TrackSlots(feats.ids)
     vocab_info = expand_vocab(lm, tok, slots, init=cfg.init, seed=cfg.seed)
     new_ids = [int(i) for i in tok.convert_tokens_to_ids([MUSIC_OPEN, MUSIC_CLOSE, TRACK_SLOT])]
-    query_dim = TextEncoder(feats.text_model).dim
+    query_dim = (encoder or TextEncoder(feats.text_model)).dim
     row_norm = _row_norm(lm)
     gain = cfg.inject_gain * residual_norm(lm, tok) / row_norm
     ncfg = TrackNetConfig(dims=feats.dims, hidden=lm.config.hidden_size, query_dim=query_dim,
@@ -179,7 +180,8 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     if not feats.arrays:
         raise TalkPlayError(f"no embeddings in {run.embeddings_dir}; run `talkplay encode {run.path}` first")
     convs = load_dialogs(run, "train")
-    model, tok, info = build_model(run, cfg, feats)
+    encoder = TextEncoder(feats.text_model)  # one load serves the net's shape and the requests
+    model, tok, info = build_model(run, cfg, feats, encoder)
     slots = TrackSlots(feats.ids)
     rcfg = RenderConfig(max_length=cfg.max_length)
     examples = [e for e in (Example.build(c, tok, slots, rcfg) for c in convs) if e.supervised]
@@ -192,7 +194,7 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     texts = list(dict.fromkeys(q for e in examples for _, q, _ in e.opens))
     query_index = {t: i for i, t in enumerate(texts)}
     with acc.main_process_first():  # the main process encodes and caches; the others read the cache
-        queries = torch.from_numpy(encode_queries(run, texts, feats.text_model))
+        queries = torch.from_numpy(encode_queries(run, texts, encoder))
     device = acc.device
     queries = queries.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
