@@ -9,6 +9,7 @@ pattern, so a model that learned the pattern gets them right.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +26,23 @@ TEMPLATES = ["play some {kw} music", "i want {kw}", "something {kw} please", "an
 NEXT = ["now some {kw}", "switch to {kw}", "more {kw} now"]
 
 
-def _turn(kw: str, i: int, rng: random.Random, first: bool) -> Turn:
+def honest_reply(kw: str, i: int) -> str:
+    return f"Here is Song {i}, pure {kw}."
+
+
+def _turn(kw: str, i: int, rng: random.Random, first: bool, reply: Callable[[str, int], str]) -> Turn:
     msg = rng.choice(TEMPLATES if first else NEXT).format(kw=kw)
-    return Turn(user=msg, assistant=f"Here is Song {i}, pure {kw}.", recommended=[f"t{i}"], liked=[f"t{i}"])
+    return Turn(user=msg, assistant=reply(kw, i), recommended=[f"t{i}"], liked=[f"t{i}"])
 
 
-def _conv(cid: str, idx: list[int], rng: random.Random) -> Conversation:
-    turns = [_turn(KEYWORDS[i], i, rng, j == 0) for j, i in enumerate(idx)]
+def _conv(cid: str, idx: list[int], rng: random.Random, reply: Callable[[str, int], str]) -> Conversation:
+    turns = [_turn(KEYWORDS[i], i, rng, j == 0, reply) for j, i in enumerate(idx)]
     return Conversation(id=cid, turns=turns, source="synthetic")
 
 
-def build_synth_run(path: Path, n_train: int = 240, n_test: int = 24, seed: int = 0) -> Run:
+def build_synth_run(path: Path, n_train: int = 240, n_test: int = 24, seed: int = 0,
+                    reply: Callable[[str, int], str] = honest_reply) -> Run:
+    """``reply(keyword, track number)`` writes the assistant's text of each training turn."""
     rng = random.Random(seed)
     run = Run(path)
     n = len(KEYWORDS)
@@ -53,9 +60,9 @@ def build_synth_run(path: Path, n_train: int = 240, n_test: int = 24, seed: int 
     pairs = [(a, b) for a in range(n) for b in range(n) if a != b]
     rng.shuffle(pairs)
     test_pairs, train_pairs = pairs[:n_test], pairs[n_test:]
-    train = [_conv(f"s{i}", [i % n], rng) for i in range(n * 4)]  # every track, single-turn
-    train += [_conv(f"m{j}", list(p), rng) for j, p in enumerate(train_pairs[: n_train - len(train)])]
-    test = [_conv(f"x{j}", list(p), rng) for j, p in enumerate(test_pairs)]
+    train = [_conv(f"s{i}", [i % n], rng, reply) for i in range(n * 4)]  # every track, single-turn
+    train += [_conv(f"m{j}", list(p), rng, reply) for j, p in enumerate(train_pairs[: n_train - len(train)])]
+    test = [_conv(f"x{j}", list(p), rng, reply) for j, p in enumerate(test_pairs)]
     write_conversations(run.dialogs_dir / "train.jsonl", train)
     write_conversations(run.dialogs_dir / "valid.jsonl", test[:4])
     write_conversations(run.dialogs_dir / "test.jsonl", test)

@@ -51,6 +51,7 @@ class TrainConfig:
     text_weight: float = 1.0  # content: weight of the reply-text loss beside the track loss
     modalities: str | None = None  # content: comma-separated modalities of a track's row (None: all)
     modality_dropout: float = 0.5  # content: chance a non-text modality is hidden from a row in training
+    cards: bool = True  # write each track's card (title, artist, facts) after it; replies follow the cards
 
     def validate(self) -> None:
         checks = [

@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed for random baselines and the bootstrap."),
         leak_probe: bool = typer.Option(False, "--leak-probe",
                                         help="Add the reference row that ranks test-only tracks first."),
+        replies: int = typer.Option(60, "--replies",
+                                    help="TalkPlay also answers the last scored turn of up to N "
+                                         "conversations; replies are scored for faithfulness (0: none)."),
         no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
         name: str = typer.Option(None, "--name",
                                  help="Report name: writes RUN/eval/NAME.{json,md,png}. Default: the "
@@ -41,7 +44,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score baselines and TalkPlay side by side on held-out conversations."""
         from talkplay.evaluate import EvalConfig, evaluate_run
-        from talkplay.evaluate.report import rich_table
+        from talkplay.evaluate.report import rich_reply_table, rich_table
         from talkplay.run import Run
 
         cfg = EvalConfig(
@@ -49,7 +52,7 @@ def register(app: typer.Typer) -> None:
             systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
             split=split, conversations=conversations, conversations_format=fmt, pool=pool,
             predictions_out=predictions_out, limit=limit, n_boot=n_boot, seed=seed,
-            leak_probe=leak_probe, plots=not no_plots, name=name,
+            leak_probe=leak_probe, plots=not no_plots, name=name, replies=replies,
         )
         result = evaluate_run(Run(run), cfg)
         if as_json:
@@ -64,5 +67,8 @@ def register(app: typer.Typer) -> None:
         console.print(rich_table(result))
         if any(s["cold"]["n_turns"] for s in result["systems"].values()):
             console.print(rich_table(result, part="cold"))
+        replies_table = rich_reply_table(result)
+        if replies_table is not None:
+            console.print(replies_table)
         for key, path in result["files"].items():
             console.print(f"[dim]{key}: {path}[/]", highlight=False)

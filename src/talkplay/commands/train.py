@@ -58,6 +58,10 @@ def register(app: typer.Typer) -> None:
             d.modality_dropout, "--modality-dropout",
             help="content: chance a non-text modality (co-occurrence, audio) is hidden from a row "
                  "in training."),
+        cards: bool = typer.Option(
+            d.cards, "--cards/--no-cards",
+            help="Write each track's card (title, artist, facts) into the context after it, in "
+                 "training and at inference; replies are written after the cards."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Fine-tune the model: expand the vocabulary, train on dialogs, write RUN/model."""
@@ -71,7 +75,7 @@ def register(app: typer.Typer) -> None:
                           bf16=bf16, gradient_checkpointing=gradient_checkpointing,
                           supervised_logits=supervised_logits, track_repr=track_repr,
                           time_budget=time_budget, inject_gain=inject_gain, text_weight=text_weight,
-                          modalities=modalities or None, modality_dropout=modality_dropout)
+                          modalities=modalities or None, modality_dropout=modality_dropout, cards=cards)
         out = train_run(Run(run), cfg)
         if out.get("rank", 0) != 0:  # data-parallel replicas: only the main process reports
             return

@@ -14,6 +14,7 @@ markers (most templates have none and would silently give an all-zero mask).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,9 @@ class RenderConfig:
       lines, numbering the previous answer's tracks in order (a track it did not show is
       written as a music block), so the model sees the listener's feedback.
     - ``max_length``: drop whole oldest turns until the sequence fits (the last turn stays).
+    - ``cards``: ``track id -> text`` written after every music block, never trained on
+      (``talkplay.cards.Cards``); the reply then follows the cards, so a model can copy
+      what it names from them. None: no cards (models trained before cards existed).
 
     A turn's ``extra["user_tracks"]`` (track ids) are written as music blocks after the
     user's text, unsupervised: "what is this track? <|music|>…<|/music|>".
@@ -55,6 +59,7 @@ class RenderConfig:
     feedback: bool = True
     reply_sep: str = " "
     max_length: int | None = None
+    cards: Callable[[str], str] | None = None
 
 
 @dataclass
@@ -142,8 +147,8 @@ def _user_text(conv: Conversation, i: int, music: Any, cfg: RenderConfig,
         lines = []
         for label, ids in (("Liked", prev.liked), ("Disliked", prev.disliked)):
             # tracks the last answer showed are referred to by number (no repeated tokens)
-            refs = [f"#{shown[t]}" if t in shown else _music_block(music, t, blocks, i) for t in ids
-                    if t in shown or t in known]
+            refs = [f"#{shown[t]}" if t in shown else _music_block(music, t, blocks, i) + _card(cfg, t)
+                    for t in ids if t in shown or t in known]
             if refs:
                 lines.append(f"{label}: {', '.join(refs)}.")
         if lines:
@@ -151,8 +156,13 @@ def _user_text(conv: Conversation, i: int, music: Any, cfg: RenderConfig,
     # tracks the user refers to ("what is this track? <|music|>…"), e.g. alignment examples
     shown = [t for t in conv.turns[i].extra.get("user_tracks") or () if t in _known(music)]
     if shown:
-        text = text + " " + "".join(_music_block(music, t, blocks, i) for t in shown)
+        text = text + " " + "".join(_music_block(music, t, blocks, i) + _card(cfg, t) for t in shown)
     return text
+
+
+def _card(cfg: RenderConfig, track_id: str) -> str:
+    """The card of a track the user's message refers to, inline in the message."""
+    return cfg.cards(track_id).rstrip("\n") if cfg.cards is not None else ""
 
 
 def _assistant_parts(turn: Turn, music: Any, cfg: RenderConfig,
@@ -160,15 +170,19 @@ def _assistant_parts(turn: Turn, music: Any, cfg: RenderConfig,
                      index: int = 0) -> list[tuple[str, bool]]:
     """The assistant content as (text, supervised) pieces; joined, they are the content."""
     disliked = set(turn.disliked)
-    blocks = [(_music_block(music, t, record, index, True), cfg.supervise_disliked or t not in disliked)
-              for t in turn_tracks(turn, music, cfg)]
+    blocks: list[tuple[str, bool]] = []
+    for t in turn_tracks(turn, music, cfg):
+        target = cfg.supervise_disliked or t not in disliked
+        blocks.append((_music_block(music, t, record, index, True), target))
+        if cfg.cards is not None:  # written by the engine at inference, so never a target
+            blocks.append((cfg.cards(t), False))
     reply = turn.assistant.strip()
     if not blocks:
         return [(reply, True)]
     if not reply:
         return blocks
-    if cfg.tracks_first:
-        return [*blocks, (cfg.reply_sep + reply, True)]
+    if cfg.tracks_first:  # a card ends its line: the reply needs no separator after it
+        return [*blocks, (reply if cfg.cards is not None else cfg.reply_sep + reply, True)]
     return [(reply + cfg.reply_sep, True), *blocks]
 
 

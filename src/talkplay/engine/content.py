@@ -19,22 +19,24 @@ from typing import Any
 
 import torch
 
+from talkplay.cards import Cards
 from talkplay.catalog import Catalog, Conversation, Turn
 from talkplay.dialogs.render import RenderConfig, render_prompt_blocks
 from talkplay.engine.core import (
     Engine,
     EngineConfig,
     Recommendation,
-    clean_reply,
     register_loader,
     resolve_device,
     session_exclude,
 )
 from talkplay.engine.explain import Explainer
 from talkplay.engine.ranking import lm_forward
+from talkplay.engine.reply import ReplyGuard, ReplyWriter
 from talkplay.errors import TalkPlayError
 from talkplay.log import get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
+from talkplay.names import CatalogNames
 from talkplay.run import Run
 from talkplay.tracks.data import query_text
 from talkplay.tracks.features import TrackFeatures, TrackSlots
@@ -97,9 +99,17 @@ class ContentEngine(Engine):
         lm = AutoModelForCausalLM.from_pretrained(run.model_dir, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(run.model_dir)
         model = ContentModel(lm, net, feats)
-        rcfg = RenderConfig(max_length=meta.get("max_length"))
-        return cls(model, tok, run.load_catalog(validate=False), cfg, rcfg, meta.get("text_model"),
-                   meta.get("reply_tracks"))
+        catalog = run.load_catalog(validate=False)
+        cards = Cards(catalog) if meta.get("cards") else None  # models trained before cards have none
+        rcfg = RenderConfig(max_length=meta.get("max_length"), cards=cards)
+        return cls(model, tok, catalog, cfg, rcfg, meta.get("text_model"), meta.get("reply_tracks"))
+
+    @property
+    def names(self) -> CatalogNames:
+        """The catalog's titles and artists, for guarding replies (built on first use)."""
+        if getattr(self, "_names", None) is None:
+            self._names = CatalogNames(self.catalog)
+        return self._names
 
     # -- prompt -----------------------------------------------------------------------------
     def prompt(self, conversation: Conversation) -> Prompt:
@@ -193,34 +203,20 @@ class ContentEngine(Engine):
         ids: list[int] = []
         slots: list[tuple[int, int]] = []
         opens: list[tuple[int, torch.Tensor]] = []
+        cards = self.render_cfg.cards
         for n, r in enumerate(recs[: self.reply_tracks or len(recs)]):
             if n:
                 opens.append((len(ids), q))
                 ids.append(self.open_id)
             slots.append((len(ids), self.music.index[r.track_id]))
             ids += [self.slot_id, self.close_id]
-        # no separator here: in training it is tokenized together with the reply's first word
+            if cards is not None:  # the card, tokenized on its own as in training
+                ids += self.tokenizer(cards(r.track_id), add_special_tokens=False)["input_ids"]
+        # without cards no separator here: in training it is tokenized with the reply's first word
         out, cache = self._forward(self._embed(ids, slots, opens), cache)
-        logits = out.logits[:, -1].float()
-        reply: list[int] = []
-        sent = ""
-        gen = torch.Generator().manual_seed(self.cfg.seed)
-        for _ in range(self.cfg.reply_tokens):
-            logits[:, self.music_ids] = float("-inf")  # the reply is text: no music markup
-            tok = self.pick(logits[0], gen)
-            if tok in self.stop_ids:
-                break
-            reply.append(tok)
-            text = clean_reply(self.tokenizer.decode(reply, skip_special_tokens=True))
-            if not text.endswith("\ufffd") and text.startswith(sent) and len(text) > len(sent):
-                yield text[len(sent):] if sent else text
-                sent = text
-            step = self.model.get_input_embeddings()(torch.tensor([[tok]], device=self.device))
-            out, cache = self._forward(step, cache)
-            logits = out.logits[:, -1].float()
-        final = clean_reply(self.tokenizer.decode(reply, skip_special_tokens=True))
-        if final.startswith(sent) and len(final) > len(sent):
-            yield final[len(sent):]
+        guard = (ReplyGuard(self.names, conversation, [r.track_id for r in recs])
+                 if self.cfg.guard_replies and cards is not None else None)
+        yield from ReplyWriter(self, guard).stream(out.logits[0, -1], cache)
 
 
 register_loader("content", ContentEngine.load)

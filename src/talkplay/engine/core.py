@@ -10,7 +10,6 @@ token ids (``generate``, ``rank_ids``).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from talkplay.catalog import Catalog, Conversation, Turn
 from talkplay.engine.constraint import MusicVocab, TrieConstraint
 from talkplay.engine.explain import Explainer
 from talkplay.engine.ranking import EXACT_BUDGET, lm_step, rank_tracks
+from talkplay.engine.reply import clean_reply
 from talkplay.errors import InputError, TalkPlayError
 from talkplay.log import get_logger
 from talkplay.run import Run
@@ -30,7 +30,6 @@ log = get_logger(__name__)
 # How a run's model is loaded, by the ``track_repr`` its ``model/talkplay.json`` records
 # (``codes`` when absent); other representations register here (``engine/content.py``).
 _LOADERS: dict[str, Callable[..., Engine]] = {}
-_RAW_MUSIC = re.compile(r"<\|/?music\|>|<\|track\|>|<[a-z]+_\d{3,}>")
 
 
 @dataclass
@@ -41,6 +40,8 @@ class EngineConfig:
     (exact while the catalog costs at most ``exact_budget`` scoring tokens). ``beam_width``
     is raised to k when smaller. ``temperature`` 0 means greedy replies. ``device``:
     ``auto`` (the GPU when torch sees one, else the CPU), or any torch device string.
+    ``guard_replies``: roll back a reply that names a catalog title or artist outside the
+    answer's and the conversation's tracks (``talkplay.engine.reply``; models with cards).
     """
 
     method: str = "auto"
@@ -52,6 +53,7 @@ class EngineConfig:
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
+    guard_replies: bool = True
 
 
 @dataclass
@@ -102,11 +104,6 @@ def session_exclude(conversation: Conversation) -> set[str]:
     for t in conversation.turns:
         out.update(t.recommended, t.liked, t.disliked)
     return out
-
-
-def clean_reply(text: str) -> str:
-    """Reply text with any raw music-token markup removed and whitespace tidied."""
-    return " ".join(_RAW_MUSIC.sub(" ", text).split())
 
 
 class Engine:

@@ -80,6 +80,34 @@ def rich_table(result: dict[str, Any], average: str = "macro", part: str = "all"
     return table
 
 
+REPLY_METRICS = (("reply_faithfulness", "faithful"), ("distinct_2", "distinct-2"),
+                 ("request_mention", "mentions request"))
+
+
+def reply_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the replies table (systems that write replies only)."""
+    header = ["system", "replies", *[label for _, label in REPLY_METRICS]]
+    rows = []
+    for name, s in result["systems"].items():
+        if s.get("n_replies"):
+            rows.append([name, str(s["n_replies"]),
+                         *["–" if s.get(k) is None else f"{s[k]:.3f}" for k, _ in REPLY_METRICS]])
+    return header, rows
+
+
+def rich_reply_table(result: dict[str, Any]) -> Table | None:
+    """The replies table for the terminal, or None when no system wrote replies."""
+    header, rows = reply_rows(result)
+    if not rows:
+        return None
+    table = Table(title="Replies: faithful = names only tracks recommended so far (and their artists)")
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
 def per_turn_markdown(result: dict[str, Any], metric: str = "hit@10") -> str:
     turns: list[Any] = []
     for s in result["systems"].values():
@@ -131,6 +159,13 @@ def markdown_report(result: dict[str, Any]) -> str:
         per_turn_markdown(result),
         "",
     ]
+    header, rows = reply_rows(result)
+    if rows:
+        parts += ["## Replies (last scored turn of each conversation)", "",
+                  "faithful: every catalog title the reply names is a track recommended so far, every "
+                  "artist it names an artist of one; distinct-2: distinct word bigrams / all bigrams; "
+                  "mentions request: replies naming a tag or artist the request named, among requests "
+                  "that named one.", "", markdown_table(header, rows), ""]
     for name, note in REFERENCE_NOTES.items():
         if name in result["systems"]:
             parts += [note, ""]

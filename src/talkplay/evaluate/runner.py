@@ -26,6 +26,7 @@ from talkplay.catalog import Catalog, Conversation, Track
 from talkplay.errors import InputError
 from talkplay.evaluate.metrics import K_VALUES, ScoredTurn, aggregate, uniform_choice_metrics
 from talkplay.evaluate.protocols import PROTOCOLS, EvalCase, clean_ranking, make_cases, score_case
+from talkplay.evaluate.replies import reply_report
 from talkplay.evaluate.splits import (
     Split,
     check_not_trained_on,
@@ -54,7 +55,9 @@ class EvalConfig:
     ``conversations`` scores a new test file (format: ``cpcd``, ``talkplaydata2`` or the
     project's own JSONL, detected unless ``conversations_format`` is set). ``pool``
     restricts next-track rankings to each session's candidate pool. ``leak_probe`` adds
-    the reference row that ranks test-only tracks first (not a system).
+    the reference row that ranks test-only tracks first (not a system). ``replies``: TalkPlay
+    also answers the last scored turn of up to this many conversations, and its replies are
+    scored for faithfulness and variety (``talkplay.evaluate.replies``; 0: ranking only).
     """
 
     protocol: str = "cpcd"
@@ -68,6 +71,7 @@ class EvalConfig:
     seed: int = 0
     limit: int | None = None
     leak_probe: bool = False
+    replies: int = 60
     write: bool = True
     plots: bool = True
     name: str | None = None
@@ -83,6 +87,8 @@ class EvalConfig:
             raise InputError("--pool applies to the next-track protocol only", field="--pool")
         if self.n_boot < 0:
             raise InputError("must be >= 0", field="--n-boot")
+        if self.replies < 0:
+            raise InputError("must be >= 0", field="--replies")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", self.name):
             raise InputError(f"{self.name!r} is not a plain file name (letters, digits, '.', '_', '-')",
                              field="--name")
@@ -292,6 +298,8 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
             "cold": aggregate(scored_cold, n_boot=cfg.n_boot, seed=cfg.seed),
             "warm": aggregate(scored_warm, n_boot=cfg.n_boot, seed=cfg.seed),
         }
+        if sys_name == TALKPLAY and cfg.replies:
+            systems[sys_name].update(reply_report(rec.engine, cases, catalog, cfg.replies))
         predictions[sys_name] = preds
         log.info("%s: hit@10 %.3f, mrr@100 %.3f (fit %.1fs, predict %.1fs)", sys_name,
                  systems[sys_name]["all"]["macro"]["hit@10"], systems[sys_name]["all"]["macro"]["mrr@100"],

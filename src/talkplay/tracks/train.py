@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from talkplay.atomic import save_npy_atomic, write_atomic, write_json_atomic, write_jsonl_atomic
+from talkplay.cards import Cards
 from talkplay.dialogs import RenderConfig, load_dialogs
 from talkplay.dialogs.render import DEFAULT_SYSTEM, turn_tracks
 from talkplay.encoders.text import TextEncoder
@@ -183,7 +184,8 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     encoder = TextEncoder(feats.text_model)  # one load serves the net's shape and the requests
     model, tok, info = build_model(run, cfg, feats, encoder)
     slots = TrackSlots(feats.ids)
-    rcfg = RenderConfig(max_length=cfg.max_length)
+    cards = Cards(run.load_catalog(validate=False)) if cfg.cards else None
+    rcfg = RenderConfig(max_length=cfg.max_length, cards=cards)
     examples = [e for e in (Example.build(c, tok, slots, rcfg) for c in convs) if e.supervised]
     if not examples:
         raise TalkPlayError(f"{run.dialogs_dir / 'train.jsonl'} has no conversation with a supervised turn")
@@ -310,7 +312,7 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
         "track_repr": "content", "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora,
         "kept_layers": info["kept_layers"], "steps": state["step"], "text_model": feats.text_model,
         "features": feats.fingerprint(), "n_tracks": len(feats.ids), "max_length": cfg.max_length,
-        "reply_tracks": reply_tracks})
+        "reply_tracks": reply_tracks, "cards": cfg.cards})
     write_jsonl_atomic(train_dir / "log.jsonl", history)
     plot_loss(history, train_dir / "loss.png")
     summary["seconds"] = round(time.perf_counter() - t_start, 1)

@@ -1,0 +1,165 @@
+"""Replies that name only their own cards: the card text, the naming rule, the guard, eval.
+
+The "liar" model is trained on answers that always say "Song 0" whatever they recommend, so
+left to itself it names a track it did not bring; the tests show the rule catches that and
+the engine's guard stops it, through the engine, chat, `talkplay recommend` and `talkplay eval`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from synth_run import KEYWORDS, build_synth_run
+from talkplay.cards import Cards, card_text
+from talkplay.catalog import Catalog, Conversation, Track, Turn
+from talkplay.cli import app
+from talkplay.dialogs import RenderConfig, load_dialogs, render
+from talkplay.engine import Engine, EngineConfig
+from talkplay.engine.reply import ReplyGuard
+from talkplay.evaluate.protocols import make_cases
+from talkplay.evaluate.replies import distinct_2, reply_report
+from talkplay.model import add_music_tokens, load_tokenizer
+from talkplay.names import CatalogNames
+from talkplay.tracks.features import TrackSlots
+from talkplay.train import TrainConfig, train_run
+
+TINY = dict(base_model="tiny", track_repr="content", lora=False, init="mean_cov", batch_size=16,
+            lr=3e-3, max_length=256, save_every=1000, max_steps=150)
+
+
+def liar(kw: str, i: int) -> str:
+    return f'Try "Song 0" now, pure {kw}.'
+
+
+@pytest.fixture(scope="module")
+def liar_run(tmp_path_factory):
+    run = build_synth_run(tmp_path_factory.mktemp("liar") / "run", reply=liar)
+    train_run(run, TrainConfig(**TINY))
+    return run
+
+
+def names_of(run) -> CatalogNames:
+    return CatalogNames(run.load_catalog(validate=False))
+
+
+# -- the naming rule ------------------------------------------------------------------------
+CATALOG = Catalog([Track(id="a", title="Love Me Do", artists=["The Beatles"], album="Please Please Me"),
+                   Track(id="b", title="Love", artists=["John Lennon"]),
+                   Track(id="c", title="Stay", artists=["Rihanna"]),
+                   Track(id="d", title="Yesterday - Remastered 2009", artists=["The Beatles"]),
+                   Track(id="e", title="Hey Jude", artists=["The Beatles"])], [])
+
+
+def test_names_are_found_whole_longest_first_and_not_as_sentence_openers():
+    names = CatalogNames(CATALOG)
+    found = [(m.kind, m.name) for m in names.find('Love Me Do is great. Stay calm; I also like "Stay" '
+                                                  "and Yesterday by The Beatles, and Rihanna.")]
+    assert found == [("title", "Love Me Do"), ("title", "Stay"), ("title", "Yesterday"),
+                     ("artist", "The Beatles"), ("artist", "Rihanna")]
+    assert names.find("lovely love and stay") == []  # case-sensitive, whole words only
+
+
+def test_unfaithful_allows_own_tracks_their_artists_and_the_users_words():
+    names = CatalogNames(CATALOG)
+    assert names.unfaithful("Here is Love Me Do by The Beatles.", ["a"]) == []
+    assert [m.name for m in names.unfaithful('Here is "Stay" by Rihanna.', ["a"])] == ["Stay", "Rihanna"]
+    # Hey Jude's artist is the allowed track's artist; Hey Jude itself is not allowed
+    assert [m.name for m in names.unfaithful("The Beatles again, like Hey Jude.", ["a"])] == ["Hey Jude"]
+    # echoing what the user asked for is not a claim about the cards
+    assert names.unfaithful("You asked for Rihanna; try this.", ["a"], context="something like rihanna") == []
+
+
+def test_card_text_and_render_put_cards_after_tracks_never_as_targets(tmp_path):
+    tr = CATALOG.get("a")
+    assert card_text(tr) == '"Love Me Do" by The Beatles | album: Please Please Me'
+    run = build_synth_run(tmp_path / "run")
+    catalog = run.load_catalog(validate=False)
+    music = TrackSlots(catalog.ids())
+    tok = load_tokenizer("tiny")
+    add_music_tokens(tok, music)
+    conv = Conversation(id="c", turns=[Turn(user="play some jazz music", assistant="Here is Song 0.",
+                                            recommended=["t0"])])
+    plain = render(conv, tok, music, RenderConfig())
+    carded = render(conv, tok, music, RenderConfig(cards=Cards(catalog)))
+    card = Cards(catalog)("t0")
+    text = tok.decode(carded.input_ids)
+    assert card.strip() in text and text.index(card.strip()) < text.index("Here is Song 0.")
+    trained = tok.decode([i for i, m in zip(carded.input_ids, carded.loss_mask, strict=True) if m])
+    assert "Here is Song 0." in trained and "Synth" not in trained  # the engine writes cards: no loss
+    assert "Synth" not in tok.decode(plain.input_ids)
+
+
+# -- the guard --------------------------------------------------------------------------------
+def test_the_liar_names_a_track_it_did_not_bring_unless_guarded(liar_run):
+    names = names_of(liar_run)
+    conv = Conversation(id="c", turns=[Turn(user="i want tango")])
+    raw = Engine.load(liar_run.path, EngineConfig(guard_replies=False)).respond(conv, k=2)
+    assert "t0" not in [r.track_id for r in raw.recommendations]
+    assert "Song 0" in raw.reply  # what it learnt: the metric has something to catch
+    assert ReplyGuard(names, conv, [r.track_id for r in raw.recommendations]).violations(raw.reply, True)
+    guarded = Engine.load(liar_run.path).respond(conv, k=2)
+    assert [r.track_id for r in guarded.recommendations] == [r.track_id for r in raw.recommendations]
+    assert guarded.reply and "Song 0" not in guarded.reply
+    assert not ReplyGuard(names, conv, [r.track_id for r in guarded.recommendations]).violations(
+        guarded.reply, True)
+
+
+def test_chat_replies_name_only_the_cards_shown_so_far(liar_run):
+    from rich.console import Console
+
+    from talkplay.engine.chat import chat_loop
+
+    engine = Engine.load(liar_run.path)
+    names = names_of(liar_run)
+    lines = ["play some tango music", "/like 1", "/reject 2", "now some disco", "switch to jazz",
+             "more opera now", "/quit"]
+    session = chat_loop(engine, lines, Console(file=io.StringIO(), width=120), k=2)
+    turns = session.conversation.turns
+    assert len(turns) == 4 and turns[0].liked and turns[0].disliked
+    for i, turn in enumerate(turns):
+        so_far = Conversation(id="c", turns=turns[: i + 1])
+        assert turn.assistant, f"turn {i} has no reply"
+        bad = ReplyGuard(names, so_far, turn.recommended).violations(turn.assistant, True)
+        assert not bad, turn.assistant
+    # jazz is Song 0's request: naming it there is the truth, and the guard lets it through
+    assert "t0" in turns[2].recommended
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(words=st.lists(st.sampled_from([*KEYWORDS, "Song", "0", "play", "some", "please", "Artist", "1",
+                                       "like", "?", "!", "not"]), min_size=1, max_size=8))
+def test_recommend_json_names_only_its_own_cards_for_any_request(liar_run, words):
+    query = " ".join(words)
+    res = CliRunner().invoke(app, ["recommend", str(liar_run.path), query, "--k", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    ids = [t.get("id", t.get("track_id")) for t in out["tracks"]]
+    conv = Conversation(id="q", turns=[Turn(user=query)])
+    assert not ReplyGuard(names_of(liar_run), conv, ids).violations(out["reply"], True), out["reply"]
+
+
+def test_eval_reports_reply_faithfulness_and_variety(liar_run):
+    res = CliRunner().invoke(app, ["eval", str(liar_run.path), "--systems", "talkplay", "--protocol",
+                                   "cpcd", "--n-boot", "0", "--no-plots", "--replies", "8", "--json"])
+    assert res.exit_code == 0, res.output
+    tp = json.loads(res.stdout)["systems"]["talkplay"]
+    assert tp["n_replies"] == 8 and tp["reply_faithfulness"] == 1.0 and tp["guarded"]
+    assert 0 < tp["distinct_2"] <= 1 and tp["request_mention"] is not None
+    # the same model without its guard: the metric sees the lie
+    convs = load_dialogs(liar_run, "test")
+    cases = make_cases("cpcd", convs, liar_run.load_catalog(validate=False).ids(), False)
+    raw = Engine.load(liar_run.path, EngineConfig(guard_replies=False))
+    rep = reply_report(raw, cases, liar_run.load_catalog(validate=False), limit=8)
+    assert rep["reply_faithfulness"] < 0.5 and rep["unfaithful_examples"]
+
+
+def test_distinct_2_counts_repeated_phrases():
+    assert distinct_2(["a b c", "a b c"]) == 0.5
+    assert distinct_2(["a b", "c d"]) == 1.0 and distinct_2([]) == 0.0
