@@ -3,7 +3,7 @@
 ``from talkplay.engine import Engine``; ``Engine.load(run_dir).respond(conversation, k=3)``.
 """
 
-from talkplay.engine.constraint import MusicVocab, TrieConstraint
+from talkplay.engine.constraint import ConstraintState, MusicVocab, TrieConstraint
 from talkplay.engine.content import ContentEngine  # registers the loader for content-grounded runs
 from talkplay.engine.core import (
     Engine,
@@ -18,6 +18,6 @@ from talkplay.engine.ranking import rank_tracks
 from talkplay.engine.session import Session
 
 __all__ = [
-    "ContentEngine", "Engine", "EngineConfig", "MusicVocab", "Recommendation", "Response", "Session",
-    "TalkPlayRecommender", "TrieConstraint", "clean_reply", "rank_tracks", "session_exclude",
+    "ConstraintState", "ContentEngine", "Engine", "EngineConfig", "MusicVocab", "Recommendation", "Response",
+    "Session", "TalkPlayRecommender", "TrieConstraint", "clean_reply", "rank_tracks", "session_exclude",
 ]
