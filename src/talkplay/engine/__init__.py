@@ -12,10 +12,10 @@ from talkplay.engine.core import (
     Response,
     TalkPlayRecommender,
     clean_reply,
-    session_exclude,
 )
 from talkplay.engine.ranking import rank_tracks
 from talkplay.engine.session import Session
+from talkplay.exclusion import session_exclude
 
 __all__ = [
     "ConstraintState", "ContentEngine", "Engine", "EngineConfig", "MusicVocab", "Recommendation", "Response",
