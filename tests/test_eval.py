@@ -70,7 +70,8 @@ def test_every_protocol_excludes_what_the_session_already_heard():
     from talkplay.exclusion import session_exclude
 
     conv = Conversation(id="s", goal=["p2", "p3"], turns=[
-        Turn(user="hi", recommended=["p1"], liked=["p2"], disliked=["p4"]),  # feedback on tracks found elsewhere
+        # feedback on tracks the session found elsewhere
+        Turn(user="hi", recommended=["p1"], liked=["p2"], disliked=["p4"]),
         Turn(user="more", recommended=["p2", "p3", "p4"]),
     ])
     cases = make_cases("next-track", [conv], ["p1", "p2", "p3", "p4"])
