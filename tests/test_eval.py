@@ -66,6 +66,21 @@ def test_next_track_cases_with_and_without_pool():
     assert pooled[1].exclude == {"p1", "x1", "x2"} and pooled[1].k == 3
 
 
+def test_every_protocol_excludes_what_the_session_already_heard():
+    from talkplay.exclusion import session_exclude
+
+    conv = Conversation(id="s", goal=["p2", "p3"], turns=[
+        # feedback on tracks the session found elsewhere
+        Turn(user="hi", recommended=["p1"], liked=["p2"], disliked=["p4"]),
+        Turn(user="more", recommended=["p2", "p3", "p4"]),
+    ])
+    cases = make_cases("next-track", [conv], ["p1", "p2", "p3", "p4"])
+    assert [(c.turn_index, c.gold) for c in cases] == [(0, ["p1"]), (1, ["p3"])]
+    assert cases[1].exclude == {"p1", "p2", "p4"}  # what the engine excludes by itself too
+    for case in cases + make_cases("cpcd", [conv]):
+        assert case.exclude == session_exclude(case.context)
+
+
 def test_eval_cli_prints_table_and_writes_reports(run, tmp_path):
     out = tmp_path / "preds"
     res = invoke("eval", str(run.path), "--systems", FAST, "--predictions-out", str(out), "--n-boot", "50")

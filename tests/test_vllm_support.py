@@ -1,5 +1,5 @@
-"""The catalog-trie constraint behind the vLLM path: the pure core runs everywhere, the vLLM
-class only where the `vllm` extra is installed."""
+"""The catalog-trie constraint behind the vLLM path: the engine's own trie and rule, driven
+the way vLLM calls a per-request processor; the vLLM class only where the extra is installed."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from talkplay.engine.constraint import ConstraintState, MusicVocab, TrieConstraint
+from talkplay.tokenizer.trie import IdTrie
 from talkplay.vllm_support import (
     XARG_EXCLUDE,
     XARG_OFF,
-    CatalogTrie,
     ConstraintSpec,
-    RequestConstraint,
     parse_exclude,
     request_constraint,
 )
@@ -35,32 +35,42 @@ def small_catalog() -> dict[str, list[int]]:
     }
 
 
+def small_vocab() -> MusicVocab:
+    return MusicVocab.from_sequences(OPEN, CLOSE, small_catalog())
+
+
+def allowed(vocab: MusicVocab, prefix: list[int], exclude=()) -> list[int]:
+    return vocab.allowed(tuple(prefix), vocab.dead_prefixes(exclude))
+
+
 def test_trie_allows_only_real_continuations():
-    trie = CatalogTrie(small_catalog())
-    assert trie.allowed([]) == [10, 11]
-    assert trie.allowed([10]) == [20, 21]
-    assert trie.allowed([10, 20]) == [30, 31]
-    assert trie.allowed([11, 21]) == []  # a per-position set would allow this: no such track
-    assert trie.track([10, 20, 31]) == "jig"
-    assert trie.track([10, 20]) is None
-    assert trie.allowed([10, 20, 31]) == []
+    trie = IdTrie.from_sequences(small_catalog())
+    assert trie.allowed(()) == [10, 11]
+    assert trie.allowed((10,)) == [20, 21]
+    assert trie.allowed((10, 20)) == [30, 31]
+    assert trie.allowed((11, 21)) == []  # a per-position set would allow this: no such track
+    assert trie.track((10, 20, 31)) == "jig"
+    assert trie.track((10, 20)) is None
+    assert trie.allowed((10, 20, 31)) == []
 
 
 def test_trie_exclusion_prunes_branches_with_no_track_left():
-    trie = CatalogTrie(small_catalog())
-    assert trie.allowed([], exclude={"chorale"}) == [10]
-    assert trie.allowed([10], exclude={"air"}) == [20]
-    assert trie.allowed([10, 20], exclude={"reel", "unknown-id"}) == [31]
-    assert trie.allowed([], exclude=set(small_catalog())) == []
+    vocab = small_vocab()
+    assert allowed(vocab, [], exclude={"chorale"}) == [10]
+    assert allowed(vocab, [10], exclude={"air"}) == [20]
+    assert allowed(vocab, [10, 20], exclude={"reel", "unknown-id"}) == [31]
+    assert allowed(vocab, [], exclude=set(small_catalog())) == []
 
 
 def test_trie_rejects_ambiguous_catalogs():
     with pytest.raises(ValueError, match="share one sequence"):
-        CatalogTrie({"a": [1, 2], "b": [1, 2]})
-    with pytest.raises(ValueError, match="prefix"):
-        CatalogTrie({"a": [1, 2], "b": [1, 2, 3]})
+        IdTrie.from_sequences({"a": [1, 2], "b": [1, 2]})
+    with pytest.raises(ValueError, match="same length"):
+        IdTrie.from_sequences({"a": [1, 2], "b": [1, 2, 3]})
     with pytest.raises(ValueError):
-        CatalogTrie({})
+        IdTrie.from_sequences({})
+    with pytest.raises(ValueError, match="open/close"):
+        MusicVocab.from_sequences(OPEN, 20, small_catalog())
 
 
 @settings(max_examples=40, deadline=None)
@@ -69,18 +79,19 @@ def test_trie_rejects_ambiguous_catalogs():
                        dict_class=dict).filter(lambda d: len({tuple(v) for v in d.values()}) == len(d)),
        st.data())
 def test_trie_matches_brute_force(catalog, data):
-    trie = CatalogTrie(catalog)
+    # ids repeat across positions here, unlike the music tokenizer's
+    vocab = MusicVocab.from_sequences(OPEN, CLOSE, catalog)
     exclude = set(data.draw(st.lists(st.sampled_from(sorted(catalog)), max_size=3)))
     seqs = [tuple(v) for k, v in catalog.items() if k not in exclude]
     prefixes = {tuple(v[:n]) for v in catalog.values() for n in range(4)}
     for p in prefixes:
         want = sorted({s[len(p)] for s in seqs if s[: len(p)] == p and len(s) > len(p)})
-        assert trie.allowed(list(p), exclude=exclude) == want
+        assert sorted(allowed(vocab, list(p), exclude)) == want
     for k, v in catalog.items():
-        assert trie.track(v) == k
+        assert vocab.trie.track(tuple(v)) == k
 
 
-def run_greedy(rc: RequestConstraint, scores: np.ndarray, steps: int = 8) -> list[int]:
+def run_greedy(rc: ConstraintState, scores: np.ndarray, steps: int = 8) -> list[int]:
     """Greedy decoding over fixed per-step scores, as a serving engine would."""
     out: list[int] = []
     for step in range(steps):
@@ -92,9 +103,22 @@ def run_greedy(rc: RequestConstraint, scores: np.ndarray, steps: int = 8) -> lis
     return out
 
 
+def blocks_of(vocab: MusicVocab, out: list[int]) -> list[str | None]:
+    blocks, cur = [], None
+    for t in out:
+        if t == OPEN:
+            cur = []
+        elif t == CLOSE:
+            blocks.append(vocab.trie.track(tuple(cur)))
+            cur = None
+        elif cur is not None:
+            cur.append(t)
+    return blocks
+
+
 def test_request_constraint_writes_one_catalog_track_then_free_text():
-    trie = CatalogTrie(small_catalog())
-    rc = RequestConstraint(trie, OPEN, CLOSE, exclude={"reel"})
+    vocab = small_vocab()
+    rc = ConstraintState(vocab, exclude={"reel"}, max_tracks=1, music_first=True)
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(4, VOCAB))
     scores[:, 11] += 50  # the model loves a code that leads only to "chorale" ...
@@ -102,38 +126,50 @@ def test_request_constraint_writes_one_catalog_track_then_free_text():
     out = run_greedy(rc, scores)
     assert out[0] == OPEN
     close = out.index(CLOSE)
-    tid = trie.track(out[1:close])
-    assert tid == "chorale"
+    assert vocab.trie.track(tuple(out[1:close])) == "chorale"
     # after the block: no code tokens, no second block (max_tracks=1)
     assert not set(out[close + 1:]) & (set(range(10, VOCAB)) | {OPEN})
 
 
 def test_request_constraint_never_repeats_or_emits_excluded():
-    trie = CatalogTrie(small_catalog())
-    rc = RequestConstraint(trie, OPEN, CLOSE, exclude={"air"}, max_tracks=5, music_first=True)
+    vocab = small_vocab()
+    rc = ConstraintState(vocab, exclude={"air"}, max_tracks=5, music_first=True)
     scores = np.zeros((1, VOCAB))
     scores[0, [10, 20, 30, OPEN]] = [9, 9, 9, 8]  # wants "reel" again and again
-    out = run_greedy(rc, scores, steps=20)
-    blocks, cur = [], None
-    for t in out:
-        if t == OPEN:
-            cur = []
-        elif t == CLOSE:
-            blocks.append(trie.track(cur))
-            cur = None
-        elif cur is not None:
-            cur.append(t)
+    blocks = blocks_of(vocab, run_greedy(rc, scores, steps=20))
     assert blocks[0] == "reel"
     assert None not in blocks and "air" not in blocks
     assert len(blocks) == len(set(blocks)) == 3  # reel, jig, chorale; then no track is left
 
 
+def test_written_and_excluded_tracks_together_prune_a_prefix():
+    # "reel" excluded and "jig" written leave nothing under (10, 20): only "air" is left under 10
+    state = ConstraintState(small_vocab(), exclude={"reel"})
+    assert state.next_rule([OPEN, 10, 20, 31, CLOSE, OPEN, 10]) == ("only", [21])
+
+
+def test_engine_processor_and_request_rule_decode_alike():
+    """The transformers processor (prompt, batch rows) and the per-request rule agree."""
+    vocab = small_vocab()
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(6, VOCAB))
+    scores[:, [OPEN, 10, 20]] += 4
+    rule = run_greedy(ConstraintState(vocab, exclude={"jig"}), scores, steps=24)
+    proc, prompt, out = TrieConstraint(vocab, exclude={"jig"}), [5, 6], []
+    for step in range(len(rule)):
+        row = torch.tensor(scores[step % len(scores)], dtype=torch.float32)[None]
+        out.append(int(torch.argmax(proc(torch.tensor([prompt + out]), row)[0])))
+        if out[-1] == EOS:
+            break
+    assert out == rule
+    assert len(blocks_of(vocab, rule)) == 3 and "jig" not in blocks_of(vocab, rule)
+
+
 def test_constraint_resets_when_output_shrinks():
-    trie = CatalogTrie(small_catalog())
-    rc = RequestConstraint(trie, OPEN, CLOSE)
-    assert rc.next_rule([OPEN, 10]) == ("only", pytest.approx(np.array([20, 21])))
-    kind, ids = rc.next_rule([OPEN])
-    assert kind == "only" and list(ids) == [10, 11]
+    rc = ConstraintState(small_vocab(), max_tracks=1, music_first=True)
+    assert rc.next_rule([OPEN, 10]) == ("only", [20, 21])
+    assert rc.next_rule([OPEN]) == ("only", [10, 11])
+    assert rc.next_rule([]) == ("only", [OPEN])
 
 
 def test_request_constraint_from_xargs_and_spec_roundtrip(tmp_path):
@@ -142,11 +178,11 @@ def test_request_constraint_from_xargs_and_spec_roundtrip(tmp_path):
     spec.save(tmp_path)
     loaded = ConstraintSpec.load(tmp_path)
     assert loaded.tracks == spec.tracks and loaded.music_open == OPEN
-    trie = loaded.trie()
-    rc = request_constraint(loaded, trie, {XARG_EXCLUDE: json.dumps(["reel", "jig", "air"])})
-    kind, ids = rc.next_rule([OPEN])
-    assert list(ids) == [11]
-    assert request_constraint(loaded, trie, {XARG_OFF: "true"}) is None
+    vocab = loaded.music_vocab()
+    assert vocab.code_ids == list(range(10, VOCAB))  # unused music tokens are banned in text too
+    rc = request_constraint(vocab, {XARG_EXCLUDE: json.dumps(["reel", "jig", "air"])})
+    assert rc.next_rule([OPEN]) == ("only", [11])
+    assert request_constraint(vocab, {XARG_OFF: "true"}) is None
     text = "<|music|><c_0010><c_0020><c_0031><|/music|> A jig for you."
     assert loaded.tracks_in_text(text) == ["jig"]
     assert loaded.tracks_in_text("<|music|><c_0011><c_0021><c_0030><|/music|>") == []
@@ -200,9 +236,8 @@ def test_export_then_constrained_greedy_decoding_writes_a_catalog_track(tmp_path
         assert tok.convert_ids_to_tokens(spec.tracks[tid]) == music.track_tokens(tid)
 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "vllm").eval()
-    trie = spec.trie()
     exclude = set(music.track_ids[:8])
-    rc = request_constraint(spec, trie, {XARG_EXCLUDE: json.dumps(sorted(exclude))})
+    rc = request_constraint(spec.music_vocab(), {XARG_EXCLUDE: json.dumps(sorted(exclude))})
     prompt = tok("play some jazz music")["input_ids"]
     out: list[int] = []
     with torch.no_grad():
@@ -210,5 +245,5 @@ def test_export_then_constrained_greedy_decoding_writes_a_catalog_track(tmp_path
             logits = model(torch.tensor([prompt + out])).logits[0, -1]
             out.append(int(torch.argmax(rc(out, logits))))
     text = tok.decode(out, skip_special_tokens=False)
-    found = spec.tracks_in_text(text, trie)
+    found = spec.tracks_in_text(text)
     assert len(found) == 1 and found[0] in music.track_ids and found[0] not in exclude, text

@@ -22,7 +22,7 @@ import resource
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -261,27 +261,29 @@ def _checkpointing_args(args_cls: Any, on: bool) -> dict[str, Any]:
     return {name: True, f"{name}_kwargs": {"use_reentrant": False}} if on else {name: False}
 
 
-def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
-    """Fine-tune on ``run``'s dialogs and write ``run/model``; returns a summary dict."""
-    from transformers import Trainer, TrainingArguments, set_seed
-    from transformers.trainer_callback import PrinterCallback
-    from transformers.trainer_utils import get_last_checkpoint
-    from transformers.utils import logging as hf_logging
+@dataclass
+class TrainInputs:
+    """The model to train (music tokens added, LoRA-wrapped if asked) and its encoded rows."""
 
+    model: Any
+    tokenizer: Any
+    rows: list[dict]
+    new_ids: list[int]
+    vocab_info: dict[str, Any]
+    kept_layers: int | None
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(r["input_ids"]) for r in self.rows)
+
+
+def prepare_inputs(run: Run, cfg: TrainConfig) -> TrainInputs:
+    """``prepare_inputs(run, cfg)``: load the music tokenizer, the train dialogs and the base
+    model, add the music tokens and render the dialogs (``TalkPlayError`` when none has a target)."""
     from talkplay.dialogs import load_dialogs
     from talkplay.model import expand_vocab, load_base
     from talkplay.tokenizer import MusicTokenizer
 
-    cfg.validate()
-    hf_logging.disable_progress_bar()  # progress is ours, on stderr
-    if cfg.track_repr == "content":
-        from talkplay.tracks.train import train_content  # tracks builds on this module's helpers
-
-        return train_content(run, cfg)
-    t_start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    set_seed(cfg.seed)
     music = MusicTokenizer.load(run.tokenizer_dir)
     convs = load_dialogs(run, "train")
     model, tok = load_base(cfg.base_model)
@@ -291,16 +293,18 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
     rows = encode_dialogs(convs, tok, music, cfg.max_length)
     if not rows:
         raise TalkPlayError(f"{run.dialogs_dir / 'train.jsonl'} has no conversation with a supervised turn")
-    n_tokens = sum(len(r["input_ids"]) for r in rows)
     if cfg.lora:
         model = add_lora(model, cfg, new_ids)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model.train()
+    return TrainInputs(model, tok, rows, new_ids, vocab_info, layers)
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+
+def training_arguments(run: Run, cfg: TrainConfig, world: int) -> Any:
+    """The ``transformers.TrainingArguments`` for ``cfg`` (gloo for multi-process CPU runs)."""
+    from transformers import TrainingArguments
+
     cuda = torch.cuda.is_available()
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(run.checkpoints_dir),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -326,18 +330,74 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
         bf16=cfg.bf16,
         **_checkpointing_args(TrainingArguments, cfg.gradient_checkpointing),
     )
+
+
+def make_trainer(inputs: TrainInputs, args: Any, cfg: TrainConfig) -> Any:
+    """A Trainer over ``inputs``: the supervised-head one where ``cfg`` and the model allow."""
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    model, tok = inputs.model, inputs.tokenizer
     trainer_cls = _supervised_trainer_class() if cfg.supervised_logits and head_is_plain(model) else Trainer
-    trainer = trainer_cls(model=model, args=args, train_dataset=rows,
+    trainer = trainer_cls(model=model, args=args, train_dataset=inputs.rows,
                           data_collator=Collator(tok.pad_token_id), processing_class=tok,
                           callbacks=[_progress_callback()])
     trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout; ours go to stderr
-    resume_from = None
-    if cfg.resume:
-        resume_from = get_last_checkpoint(str(run.checkpoints_dir)) if run.checkpoints_dir.exists() else None
-        if resume_from is None:
-            log.warning("--resume: no checkpoint in %s; starting from the beginning", run.checkpoints_dir)
-    log.info("training %s on %d conversations (%s tokens), %s trainable parameters%s",
-             cfg.base_model, len(rows), f"{n_tokens:,}", f"{trainable:,}", " (LoRA)" if cfg.lora else "")
+    return trainer
+
+
+def resume_checkpoint(run: Run, cfg: TrainConfig) -> str | None:
+    """The checkpoint ``--resume`` continues from (None, with a warning, when there is none)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not cfg.resume:
+        return None
+    found = get_last_checkpoint(str(run.checkpoints_dir)) if run.checkpoints_dir.exists() else None
+    if found is None:
+        log.warning("--resume: no checkpoint in %s; starting from the beginning", run.checkpoints_dir)
+    return found
+
+
+def save_trained(run: Run, cfg: TrainConfig, inputs: TrainInputs, model: Any, steps: int,
+                 history: list[dict[str, Any]]) -> Path:
+    """Write ``run/model`` (LoRA merged), the training log and the loss plot; returns the plot."""
+    if cfg.lora:
+        model = model.merge_and_unload()
+    model.eval()
+    model.config.use_cache = True
+    new_ids = inputs.new_ids
+    save_model_atomic(model, inputs.tokenizer, run.model_dir, {
+        "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora, "kept_layers": inputs.kept_layers,
+        "music_token_ids": [min(new_ids), max(new_ids)], "steps": steps})
+    train_dir = run.path / "train"
+    write_jsonl_atomic(train_dir / "log.jsonl", history)
+    plot_loss(history, train_dir / "loss.png")
+    return train_dir / "loss.png"
+
+
+def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
+    """Fine-tune on ``run``'s dialogs and write ``run/model``; returns a summary dict."""
+    from transformers import Trainer, set_seed
+    from transformers.utils import logging as hf_logging
+
+    cfg.validate()
+    hf_logging.disable_progress_bar()  # progress is ours, on stderr
+    if cfg.track_repr == "content":
+        from talkplay.tracks.train import train_content  # tracks builds on this module's helpers
+
+        return train_content(run, cfg)
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    inputs = prepare_inputs(run, cfg)
+    trainable = sum(p.numel() for p in inputs.model.parameters() if p.requires_grad)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    trainer = make_trainer(inputs, training_arguments(run, cfg, world), cfg)
+    resume_from = resume_checkpoint(run, cfg)
+    log.info("training %s on %d conversations (%s tokens), %s trainable parameters%s", cfg.base_model,
+             len(inputs.rows), f"{inputs.n_tokens:,}", f"{trainable:,}", " (LoRA)" if cfg.lora else "")
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     train_s = time.perf_counter() - t0
@@ -347,17 +407,15 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
     model = trainer.model
     if hasattr(model, "module"):
         model = model.module
-    digest = weights_digest(model)
-    train_dir = run.path / "train"
-    if world > 1:
-        write_json_atomic(train_dir / f"replica-{rank}.json", {"rank": rank, "step": state.global_step,
-                                                               "weights_sha256": digest})
+    if world > 1:  # each replica's weights, so a test can check that they agree
+        write_json_atomic(run.path / "train" / f"replica-{rank}.json",
+                          {"rank": rank, "step": state.global_step, "weights_sha256": weights_digest(model)})
     summary: dict[str, Any] = {
         "config": asdict(cfg),
         "steps": state.global_step,
         "epochs": round(float(state.epoch or 0), 3),
-        "conversations": len(rows),
-        "dataset_tokens": n_tokens,
+        "conversations": len(inputs.rows),
+        "dataset_tokens": inputs.n_tokens,
         "tokens_seen": int(state.num_input_tokens_seen),
         "tokens_per_s": round(state.num_input_tokens_seen / max(train_s, 1e-9), 1),
         "train_seconds": round(train_s, 1),
@@ -366,9 +424,9 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
         "train_loss": getattr(result, "training_loss", None),
         "trainable_parameters": trainable,
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        "vocab": vocab_info,
-        "kept_layers": layers,
-        "supervised_logits": trainer_cls is not Trainer,
+        "vocab": inputs.vocab_info,
+        "kept_layers": inputs.kept_layers,
+        "supervised_logits": type(trainer) is not Trainer,
         "world_size": world,
         "rank": rank,
         "resumed_from": resume_from,
@@ -376,17 +434,9 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
     }
     if not trainer.is_world_process_zero():
         return summary
-    if cfg.lora:
-        model = model.merge_and_unload()
-    model.eval()
-    model.config.use_cache = True
-    save_model_atomic(model, tok, run.model_dir, {
-        "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora, "kept_layers": layers,
-        "music_token_ids": [min(new_ids), max(new_ids)], "steps": state.global_step})
-    write_jsonl_atomic(train_dir / "log.jsonl", history)
-    plot_loss(history, train_dir / "loss.png")
+    plot = save_trained(run, cfg, inputs, model, state.global_step, history)
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
-    summary["loss_plot"] = str(train_dir / "loss.png")
+    summary["loss_plot"] = str(plot)
     record = {k: v for k, v in summary.items() if k != "vocab"}
-    run.record("train", record | {"added_tokens": vocab_info["added"]})
+    run.record("train", record | {"added_tokens": inputs.vocab_info["added"]})
     return summary

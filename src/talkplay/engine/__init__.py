@@ -3,7 +3,7 @@
 ``from talkplay.engine import Engine``; ``Engine.load(run_dir).respond(conversation, k=3)``.
 """
 
-from talkplay.engine.constraint import MusicVocab, TrieConstraint
+from talkplay.engine.constraint import ConstraintState, MusicVocab, TrieConstraint
 from talkplay.engine.content import ContentEngine  # registers the loader for content-grounded runs
 from talkplay.engine.core import (
     Engine,
@@ -12,12 +12,12 @@ from talkplay.engine.core import (
     Response,
     TalkPlayRecommender,
     clean_reply,
-    session_exclude,
 )
 from talkplay.engine.ranking import rank_tracks
 from talkplay.engine.session import Session
+from talkplay.exclusion import session_exclude
 
 __all__ = [
-    "ContentEngine", "Engine", "EngineConfig", "MusicVocab", "Recommendation", "Response", "Session",
-    "TalkPlayRecommender", "TrieConstraint", "clean_reply", "rank_tracks", "session_exclude",
+    "ConstraintState", "ContentEngine", "Engine", "EngineConfig", "MusicVocab", "Recommendation", "Response",
+    "Session", "TalkPlayRecommender", "TrieConstraint", "clean_reply", "rank_tracks", "session_exclude",
 ]

@@ -180,7 +180,7 @@ class ContentEngine(Engine):
             list[Recommendation], Any]:
         if not conversation.turns:
             conversation = replace(conversation, turns=[Turn(user="")])
-        banned = session_exclude(conversation) | set(exclude)
+        banned = session_exclude(conversation, exclude)
         ranked, cache, q = self._rank(conversation, k, banned)
         self.last_method = "exact"
         liked = [x for t in conversation.turns for x in t.liked]

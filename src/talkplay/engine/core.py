@@ -23,6 +23,7 @@ from talkplay.engine.explain import Explainer
 from talkplay.engine.ranking import EXACT_BUDGET, lm_step, rank_tracks
 from talkplay.engine.reply import clean_reply
 from talkplay.errors import InputError, TalkPlayError
+from talkplay.exclusion import session_exclude
 from talkplay.log import get_logger
 from talkplay.run import Run
 
@@ -98,12 +99,6 @@ def track_repr_of(run: Run) -> str:
     return json.loads(path.read_text(encoding="utf-8")).get("track_repr", "codes")
 
 
-def session_exclude(conversation: Conversation) -> set[str]:
-    """Every track the conversation has already recommended, liked or rejected."""
-    out: set[str] = set()
-    for t in conversation.turns:
-        out.update(t.recommended, t.liked, t.disliked)
-    return out
 
 
 class Engine:
@@ -230,7 +225,7 @@ class Engine:
             list[Recommendation], list[int]]:
         if not conversation.turns:  # no request yet: rank by the model's prior, as baselines do
             conversation = replace(conversation, turns=[Turn(user="")])
-        banned = session_exclude(conversation) | set(exclude)
+        banned = session_exclude(conversation, exclude)
         prompt = self.prompt_ids(conversation)
         ranked, self.last_method = self.rank_ids(prompt, k, banned)
         liked = [x for t in conversation.turns for x in t.liked]

@@ -13,6 +13,7 @@ from typing import Any
 
 from talkplay.catalog import Conversation, Turn
 from talkplay.errors import TalkPlayError
+from talkplay.exclusion import session_exclude
 
 
 @dataclass
@@ -24,10 +25,7 @@ class Session:
 
     @property
     def exclude(self) -> set[str]:
-        out: set[str] = set()
-        for t in self.conversation.turns:
-            out.update(t.recommended, t.liked, t.disliked)
-        return out
+        return session_exclude(self.conversation)
 
     @property
     def liked(self) -> list[str]:

@@ -13,8 +13,11 @@ ranking holds at least 100 ids.
 
 ``next-track`` (TalkPlayData 2 style and synthesized dialogs): gold = the tracks
 recommended at turn i; the system sees turns 0..i-1 in full and the current message;
-tracks already recommended in the session are excluded; with ``pool=True`` the ranking
-is restricted to ``conversation.extra["pool"]``.
+tracks the session already recommended, liked or rejected are excluded (and are no
+gold); with ``pool=True`` the ranking is restricted to ``conversation.extra["pool"]``.
+
+Either way ``case.exclude`` is ``talkplay.exclusion.session_exclude(case.context)`` (plus,
+with a pool, the tracks outside it): what the system was shown counts as seen.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from talkplay.catalog import Conversation, Turn
 from talkplay.errors import InputError
 from talkplay.evaluate.metrics import K_VALUES, turn_metrics
+from talkplay.exclusion import session_exclude
 
 PROTOCOLS = ("cpcd", "next-track")
 N_SEEDS = 3  # CPCD: first 3 liked results of each earlier turn
@@ -57,21 +61,20 @@ def cpcd_cases(conversations: Sequence[Conversation], depth: int = RANK_DEPTH) -
         for i, turn in enumerate(conv.turns):
             if i > 0:
                 seeds.extend(conv.turns[i - 1].liked[:N_SEEDS])
-            seen = frozenset(seeds)
-            gold = [t for t in goal if t not in seen]
-            if not gold:
-                continue
             # Earlier turns expose only their seeds, as both the system's tracks and the likes.
             history = [Turn(user=t.user, assistant=t.assistant, recommended=t.liked[:N_SEEDS],
                             liked=t.liked[:N_SEEDS]) for t in conv.turns[:i]]
             context = Conversation(id=conv.id, turns=[*history, Turn(user=turn.user)],
                                    profile=dict(conv.profile), source=conv.source)
-            yield EvalCase(conv.id, i, context, gold, seen, depth, list(dict.fromkeys(seeds)))
+            seen = frozenset(session_exclude(context))  # the seeds so far
+            gold = [t for t in goal if t not in seen]
+            if gold:
+                yield EvalCase(conv.id, i, context, gold, seen, depth, list(dict.fromkeys(seeds)))
 
 
 def next_track_cases(conversations: Sequence[Conversation], catalog_ids: Collection[str] = (),
                      pool: bool = False, depth: int = RANK_DEPTH) -> Iterator[EvalCase]:
-    """One case per turn that recommended a track not recommended earlier in the session.
+    """One case per turn that recommended a track not recommended, liked or rejected earlier.
 
     With ``pool=True`` every conversation needs ``extra["pool"]`` (a list of track ids);
     everything in ``catalog_ids`` outside the pool is excluded and ``k`` is the pool size.
@@ -85,20 +88,18 @@ def next_track_cases(conversations: Sequence[Conversation], catalog_ids: Collect
                 raise InputError(f"conversation {conv.id!r} has no candidate pool (extra['pool']); "
                                  "evaluate without --pool", row=n, field="extra.pool")
             pool_ids = frozenset(raw)
-        earlier: list[str] = []
         for i, turn in enumerate(conv.turns):
-            gold = [t for t in dict.fromkeys(turn.recommended) if t not in earlier]
+            extra = {"pool": list(pool_ids)} if pool_ids is not None else {}
+            context = Conversation(id=conv.id, turns=[*conv.turns[:i], Turn(user=turn.user)],
+                                   profile=dict(conv.profile), source=conv.source, extra=extra)
+            seen = frozenset(session_exclude(context))
+            gold = [t for t in dict.fromkeys(turn.recommended) if t not in seen]
             if gold:
-                exclude = frozenset(earlier)
-                k = depth
+                exclude, k = seen, depth
                 if pool_ids is not None:
                     exclude = exclude | (all_ids - pool_ids)
                     k = len(pool_ids - exclude)
-                extra = {"pool": list(pool_ids)} if pool_ids is not None else {}
-                context = Conversation(id=conv.id, turns=[*conv.turns[:i], Turn(user=turn.user)],
-                                       profile=dict(conv.profile), source=conv.source, extra=extra)
                 yield EvalCase(conv.id, i, context, gold, exclude, k, [])
-            earlier.extend(t for t in turn.recommended if t not in earlier)
 
 
 def make_cases(protocol: str, conversations: Sequence[Conversation], catalog_ids: Collection[str] = (),

@@ -13,6 +13,7 @@ import contextlib
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from talkplay import __version__
+from talkplay.catalog import Conversation, Track
 from talkplay.errors import TalkPlayError
+from talkplay.exclusion import session_exclude
 from talkplay.log import get_logger
 from talkplay.run import Run
 from talkplay.serve import convert
@@ -31,6 +34,7 @@ from talkplay.serve.api import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionRequest,
+    ChatMessage,
     Choice,
     ErrorResponse,
     FeedbackRequest,
@@ -119,30 +123,103 @@ def _model_info(engine: Any, cfg: ServeConfig) -> dict[str, Any]:
     return info
 
 
+@dataclass
+class Prepared:
+    """A checked conversation request: what the engine answers and the session it belongs to."""
+
+    conversation: Conversation
+    k: int
+    exclude: set[str]
+    session: Session | None
+
+
+class Service:
+    """What the routes share: ``Service(engine, cfg)`` holds the catalog, sessions, work queue
+    and audio files, and the checks every request goes through (``ApiError`` on bad input)."""
+
+    def __init__(self, engine: Any, cfg: ServeConfig) -> None:
+        self.engine, self.cfg = engine, cfg
+        self.catalog = engine.catalog
+        self.model_info = _model_info(engine, cfg)
+        self.model_name = str(self.model_info.get("name"))
+        self.sessions = SessionStore(max_sessions=cfg.max_sessions)
+        self.queue = WorkQueue(cfg.max_concurrency, cfg.max_queue, cfg.request_timeout_s)
+        cache_dir = cfg.cache_dir or (Run(cfg.run_dir).cache_dir if cfg.run_dir else None)
+        self.audio = AudioFiles(cache_dir)
+        self.with_audio = sum(1 for t in self.catalog.tracks if convert.audio_available(t))
+
+    def session_for(self, field: str | None, header: str | None) -> Session | None:
+        if field and header and field != header:
+            raise ApiError(400, "session_id field and X-Session-Id header disagree", "session_id")
+        sid = field or header
+        return self.sessions.get_or_create(sid) if sid else None
+
+    def check_k(self, k: int, param: str = "k") -> int:
+        if not 1 <= k <= self.cfg.max_k:
+            raise ApiError(400, f"k must be between 1 and {self.cfg.max_k}, got {k}", param)
+        return k
+
+    def check_ids(self, ids: list[str], param: str) -> set[str]:
+        unknown = [t for t in ids if t not in self.catalog.index]
+        if unknown:
+            shown = ", ".join(repr(t[:80]) for t in unknown[:5])
+            raise ApiError(400, f"unknown track id(s) in {param}: {shown}", param)
+        return set(ids)
+
+    def get_track(self, track_id: str) -> Track:
+        track = convert.find_track(self.catalog, track_id)
+        if track is None:
+            raise ApiError(404, f"unknown track id: {track_id[:200]!r}", "track_id")
+        return track
+
+    def prepare(self, messages: list[ChatMessage], k: int, exclude: list[str], session_id: str | None,
+                header: str | None) -> Prepared:
+        """Check a request's messages, ``k``, ``exclude`` ids and session (in that order), and
+        build the conversation with the session's feedback and every track not to repeat."""
+        convert.check_messages(messages, self.cfg.max_message_chars, self.cfg.max_messages)
+        k = self.check_k(k)
+        asked = self.check_ids(exclude, "exclude")
+        session = self.session_for(session_id, header)
+        conv = convert.to_conversation(messages, session)
+        return Prepared(conv, k, session_exclude(conv, asked, session.exclude() if session else ()), session)
+
+    def shown(self, session: Session | None, tracks: list[TrackOut]) -> None:
+        if session:
+            self.sessions.mark_shown(session.id, [t.id for t in tracks])
+
+
+def session_headers(s: Session | None) -> dict[str, str]:
+    return {"X-Session-Id": s.id} if s else {}
+
+
 def create_app(engine: Any, cfg: ServeConfig | None = None) -> FastAPI:
     """Build the FastAPI app over a loaded engine (anything with the ``Engine`` methods)."""
     cfg = cfg or ServeConfig()
     cfg.validate()
-    catalog = engine.catalog
-    model_info = _model_info(engine, cfg)
-    model_name = str(model_info.get("name"))
-    sessions = SessionStore(max_sessions=cfg.max_sessions)
-    queue = WorkQueue(cfg.max_concurrency, cfg.max_queue, cfg.request_timeout_s)
-    cache_dir = cfg.cache_dir or (Run(cfg.run_dir).cache_dir if cfg.run_dir else None)
-    audio = AudioFiles(cache_dir)
-    with_audio = sum(1 for t in catalog.tracks if convert.audio_available(t))
+    svc = Service(engine, cfg)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        queue.shutdown()
+        svc.queue.shutdown()
 
     app = FastAPI(title="TalkPlay", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Conversational music recommendation: OpenAI-compatible chat, "
                               "ranked recommendations, track metadata and audio.")
-    app.state.engine, app.state.queue, app.state.sessions = engine, queue, sessions
+    app.state.engine, app.state.queue, app.state.sessions = engine, svc.queue, svc.sessions
+    add_error_handlers(app, cfg)
+    add_guard(app, cfg)
+    add_page_routes(app, svc)
+    add_track_routes(app, svc)
+    add_session_routes(app, svc)
+    add_recommend_route(app, svc)
+    add_chat_route(app, svc)
+    return app
 
-    # --- errors: always JSON, never a traceback to the client -------------------------
+
+def add_error_handlers(app: FastAPI, cfg: ServeConfig) -> None:
+    """Errors are always JSON in the OpenAI shape, never a traceback to the client."""
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         msg, param = _validation_message(exc)
@@ -184,6 +261,10 @@ def create_app(engine: Any, cfg: ServeConfig | None = None) -> FastAPI:
         log.exception("internal error on %s %s", request.method, request.url.path)
         return error(500, f"internal error ({type(exc).__name__}); the server keeps running")
 
+
+def add_guard(app: FastAPI, cfg: ServeConfig) -> None:
+    """Refuse oversized bodies before reading them; security headers on every response."""
+
     @app.middleware("http")
     async def _guard(request: Request, call_next):
         length = request.headers.get("content-length")
@@ -199,41 +280,16 @@ def create_app(engine: Any, cfg: ServeConfig | None = None) -> FastAPI:
             response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
-    # --- helpers ------------------------------------------------------------------------
-    def session_for(field: str | None, header: str | None) -> Session | None:
-        if field and header and field != header:
-            raise ApiError(400, "session_id field and X-Session-Id header disagree", "session_id")
-        sid = field or header
-        return sessions.get_or_create(sid) if sid else None
 
-    def check_k(k: int, param: str = "k") -> int:
-        if not 1 <= k <= cfg.max_k:
-            raise ApiError(400, f"k must be between 1 and {cfg.max_k}, got {k}", param)
-        return k
+def add_page_routes(app: FastAPI, svc: Service) -> None:
+    """``GET /health``, the web page at ``/`` and its static files."""
 
-    def check_ids(ids: list[str], param: str) -> set[str]:
-        unknown = [t for t in ids if t not in catalog.index]
-        if unknown:
-            shown = ", ".join(repr(t[:80]) for t in unknown[:5])
-            raise ApiError(400, f"unknown track id(s) in {param}: {shown}", param)
-        return set(ids)
-
-    def get_track(track_id: str):
-        track = convert.find_track(catalog, track_id)
-        if track is None:
-            raise ApiError(404, f"unknown track id: {track_id[:200]!r}", "track_id")
-        return track
-
-    def session_headers(s: Session | None) -> dict[str, str]:
-        return {"X-Session-Id": s.id} if s else {}
-
-    # --- health and page -----------------------------------------------------------------
     @app.get("/health", response_model=Health, tags=["service"])
     async def health() -> Health:
         """Model and catalog in use, queue state; answers even while the model is busy."""
-        return Health(version=__version__, model=model_info,
-                      catalog={"tracks": len(catalog), "with_audio": with_audio},
-                      queue=queue.stats(), sessions=len(sessions))
+        return Health(version=__version__, model=svc.model_info,
+                      catalog={"tracks": len(svc.catalog), "with_audio": svc.with_audio},
+                      queue=svc.queue.stats(), sessions=len(svc.sessions))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -242,15 +298,18 @@ def create_app(engine: Any, cfg: ServeConfig | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    # --- tracks ------------------------------------------------------------------------
+
+def add_track_routes(app: FastAPI, svc: Service) -> None:
+    """``GET /v1/tracks/{id}`` and ``GET|HEAD /v1/tracks/{id}/audio``."""
+
     @app.api_route("/v1/tracks/{track_id:path}/audio", methods=["GET", "HEAD"], tags=["tracks"],
                    responses={200: {"content": {"audio/wav": {}}}, 206: {"description": "Partial content"},
                               404: {"model": ErrorResponse}, 416: {"model": ErrorResponse}})
     async def track_audio(track_id: str, request: Request):
         """Stream the track's audio; honours ``Range: bytes=...`` (206 + Content-Range)."""
-        track = get_track(track_id)
+        track = svc.get_track(track_id)
         try:  # rendering a score takes seconds of CPU: it queues like model work
-            path = audio.direct(track) or await queue.run(audio.path_for, track)
+            path = svc.audio.direct(track) or await svc.queue.run(svc.audio.path_for, track)
         except NoAudio as e:
             raise ApiError(404, str(e), "track_id") from None
         return FileResponse(path, media_type=media_type(path), headers={"Cache-Control": "max-age=3600"})
@@ -258,9 +317,13 @@ def create_app(engine: Any, cfg: ServeConfig | None = None) -> FastAPI:
     @app.get("/v1/tracks/{track_id:path}", response_model=TrackOut, tags=["tracks"], responses=ERRORS)
     async def get_track_route(track_id: str) -> TrackOut:
         """Metadata of one track."""
-        return convert.track_out(get_track(track_id))
+        return convert.track_out(svc.get_track(track_id))
 
-    # --- sessions ------------------------------------------------------------------------
+
+def add_session_routes(app: FastAPI, svc: Service) -> None:
+    """Create, read, delete sessions and record feedback under ``/v1/sessions``."""
+    sessions = svc.sessions
+
     @app.post("/v1/sessions", response_model=SessionOut, tags=["sessions"])
     async def new_session() -> SessionOut:
         """Start a session; pass its id as ``session_id`` or the ``X-Session-Id`` header."""
@@ -283,35 +346,32 @@ def create_app(engine: Any, cfg: ServeConfig | None = None) -> FastAPI:
               responses=ERRORS)
     async def feedback(session_id: str, body: FeedbackRequest) -> SessionOut:
         """Mark a track liked or rejected (``none`` clears); shapes the session's next turn."""
-        get_track(body.track_id)
+        svc.get_track(body.track_id)
         return SessionOut(**sessions.feedback(session_id, body.track_id, body.feedback).to_dict())
 
-    # --- recommend ---------------------------------------------------------------------
+
+def add_recommend_route(app: FastAPI, svc: Service) -> None:
+    """``POST /v1/recommend``."""
+
     @app.post("/v1/recommend", response_model=RecommendResponse, tags=["recommend"], responses=ERRORS)
     async def recommend(body: RecommendRequest,
                         x_session_id: str | None = Header(None)) -> JSONResponse:
         """Ranked tracks with scores for a query or a conversation."""
         if (body.query is None) == (body.messages is None):
             raise ApiError(400, "give exactly one of 'query' or 'messages'", "query")
-        messages = body.messages
-        if body.query is not None:
-            from talkplay.serve.api import ChatMessage
+        messages = body.messages if body.query is None else [ChatMessage(role="user", content=body.query)]
+        req = svc.prepare(messages, body.k, body.exclude, body.session_id, x_session_id)
+        recs = await svc.queue.run(svc.engine.recommend, req.conversation, req.k, req.exclude)
+        tracks = convert.recs_out(svc.catalog, recs)
+        svc.shown(req.session, tracks)
+        out = RecommendResponse(model=svc.model_name, session_id=req.session.id if req.session else None,
+                                tracks=tracks)
+        return JSONResponse(out.model_dump(), headers=session_headers(req.session))
 
-            messages = [ChatMessage(role="user", content=body.query)]
-        convert.check_messages(messages, cfg.max_message_chars, cfg.max_messages)
-        k = check_k(body.k)
-        exclude = check_ids(body.exclude, "exclude")
-        session = session_for(body.session_id, x_session_id)
-        conv = convert.to_conversation(messages, session)
-        exclude |= convert.previously_recommended(conv) | (session.exclude() if session else set())
-        recs = await queue.run(engine.recommend, conv, k, exclude)
-        tracks = convert.recs_out(catalog, recs)
-        if session:
-            sessions.mark_shown(session.id, [t.id for t in tracks])
-        out = RecommendResponse(model=model_name, session_id=session.id if session else None, tracks=tracks)
-        return JSONResponse(out.model_dump(), headers=session_headers(session))
 
-    # --- chat completions --------------------------------------------------------------
+def add_chat_route(app: FastAPI, svc: Service) -> None:
+    """``POST /v1/chat/completions`` (OpenAI-compatible, SSE with ``stream: true``)."""
+
     @app.post("/v1/chat/completions", response_model=ChatCompletion, tags=["chat"], responses=ERRORS)
     async def chat(body: ChatCompletionRequest, x_session_id: str | None = Header(None)):
         """OpenAI-compatible chat; the tracks are in ``choices[0].message.tracks`` and the text.
@@ -321,33 +381,28 @@ def create_app(engine: Any, cfg: ServeConfig | None = None) -> FastAPI:
         """
         if body.n != 1:
             raise ApiError(400, "only n=1 is supported", "n")
-        convert.check_messages(body.messages, cfg.max_message_chars, cfg.max_messages)
-        k = check_k(body.k if body.k is not None else cfg.default_k)
-        exclude = check_ids(body.exclude, "exclude")
-        session = session_for(body.session_id, x_session_id)
-        conv = convert.to_conversation(body.messages, session)
-        exclude |= convert.previously_recommended(conv) | (session.exclude() if session else set())
+        k = body.k if body.k is not None else svc.cfg.default_k
+        req = svc.prepare(body.messages, k, body.exclude, body.session_id, x_session_id)
+        conv, k, exclude, session = req.conversation, req.k, req.exclude, req.session
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if not body.stream:
-            resp = await queue.run(engine.respond, conv, k, exclude)
-            tracks = convert.recs_out(catalog, resp.recommendations)
-            if session:
-                sessions.mark_shown(session.id, [t.id for t in tracks])
+            resp = await svc.queue.run(svc.engine.respond, conv, k, exclude)
+            tracks = convert.recs_out(svc.catalog, resp.recommendations)
+            svc.shown(session, tracks)
             out = ChatCompletion(
-                id=cid, created=created, model=model_name, session_id=session.id if session else None,
+                id=cid, created=created, model=svc.model_name, session_id=session.id if session else None,
                 choices=[Choice(message=AssistantMessage(content=convert.compose(resp.reply, tracks),
                                                          tracks=tracks))])
             return JSONResponse(out.model_dump(), headers=session_headers(session))
 
-        queue.reserve()  # raises Busy -> 429 before the stream starts
-        items = queue.stream(lambda: engine.stream_respond(conv, k, exclude), reserved=True)
+        svc.queue.reserve()  # raises Busy -> 429 before the stream starts
+        items = svc.queue.stream(lambda: svc.engine.stream_respond(conv, k, exclude), reserved=True)
         include_usage = isinstance(body.stream_options, dict) and body.stream_options.get("include_usage")
-        events = _sse_events(items, cid, created, model_name, catalog, session, sessions, include_usage)
+        events = _sse_events(items, cid, created, svc.model_name, svc.catalog, session, svc.sessions,
+                             include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **session_headers(session)}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-
-    return app
 
 
 def _chunk(cid: str, created: int, model: str, delta: dict, finish: str | None = None,

@@ -73,10 +73,6 @@ def to_conversation(messages: list[ChatMessage], session: Session | None = None,
     return conv
 
 
-def previously_recommended(conv: Conversation) -> set[str]:
-    return {tid for t in conv.turns for tid in t.recommended}
-
-
 def audio_available(track: Track) -> bool:
     """Whether ``/v1/tracks/{id}/audio`` can serve this track (local file or a score)."""
     from pathlib import Path

@@ -3,8 +3,9 @@
 Build with ``CodeTrie.build(codes)`` where ``codes`` is an ``(n_tracks, length)`` integer
 array of per-position local codes (every row unique). ``trie.child(node, code)`` steps one
 position, ``trie.children(node)`` lists the codes that may follow, and ``trie.row(node)``
-gives the track row at a full sequence. ``IdTrie`` (from ``MusicTokenizer.trie_for``)
-answers the same questions in a language model's token ids.
+gives the track row at a full sequence. ``IdTrie`` (from ``MusicTokenizer.trie_for``, or
+``IdTrie.from_sequences({track_id: token_ids})`` for an exported constraint table) answers
+the same questions in a language model's token ids.
 
 Layout (why it is small): tracks are sorted lexicographically by code; a prefix shared by
 two or more tracks is a *node* with a contiguous slice of outgoing edges (``edge_start``),
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -190,10 +192,8 @@ class IdTrie:
         self.length = base.length
         self.track_ids = track_ids
         self.position_ids = [p.tolist() for p in position_ids]  # position -> code -> token id
-        self._tok_code: dict[int, tuple[int, int]] = {}
-        for pos, ids in enumerate(self.position_ids):
-            for code, tid in enumerate(ids):
-                self._tok_code[int(tid)] = (pos, code)
+        # token id -> code, per position: one id may stand for different codes at different positions
+        self._code_at = [{int(tid): code for code, tid in enumerate(ids)} for ids in self.position_ids]
         # the token id of every edge, so a node's allowed list is one slice
         depth_of_edge = _edge_depths(base)
         edge_tok = np.empty(len(base.edge_code), np.int32)
@@ -206,19 +206,55 @@ class IdTrie:
         self._cache_size = cache_size
         self._root = self._make_entry(ROOT, 0)
 
+    @classmethod
+    def from_sequences(cls, sequences: Mapping[str, Sequence[int]]) -> IdTrie:
+        """``IdTrie.from_sequences({"t1": [5, 9, 2], "t2": [5, 7, 1]})``: a trie over given token ids.
+
+        Every sequence must have the same length and be distinct (``ValueError`` naming the
+        tracks otherwise), as the music tokenizer's are; ids are sorted per position, so
+        ``allowed`` lists come out in ascending order.
+        """
+        ids = list(sequences)
+        if not ids:
+            raise ValueError("a catalog trie needs at least one track")
+        length = len(sequences[ids[0]])
+        for t in ids:
+            if len(sequences[t]) != length:
+                raise ValueError(f"track {t!r} has {len(sequences[t])} tokens but {ids[0]!r} has {length}: "
+                                 "every track needs a sequence of the same length")
+        if length < 1:
+            raise ValueError("every track needs at least one token")
+        rows = np.asarray([list(sequences[t]) for t in ids], dtype=np.int64).reshape(len(ids), length)
+        if (rows < 0).any():
+            raise ValueError("token ids must be non-negative")
+        order = np.lexsort(rows.T[::-1])
+        same = np.flatnonzero((rows[order][1:] == rows[order][:-1]).all(axis=1))
+        if same.size:
+            a, b = ids[order[same[0]]], ids[order[same[0] + 1]]
+            raise ValueError(f"tracks {a!r} and {b!r} share one sequence")
+        codes = np.empty(rows.shape, np.uint16)
+        position_ids = []
+        for d in range(length):
+            uniq, inverse = np.unique(rows[:, d], return_inverse=True)
+            if len(uniq) > np.iinfo(np.uint16).max:
+                raise ValueError(f"position {d} uses {len(uniq)} distinct token ids (at most 65535)")
+            codes[:, d] = inverse.reshape(-1)
+            position_ids.append(uniq)
+        return cls(CodeTrie.build(codes), position_ids, ids)
+
     @property
     def token_ids(self) -> set[int]:
         """Every music token id this trie can emit."""
-        return set(self._tok_code)
+        return {tid for codes in self._code_at for tid in codes}
 
     def nbytes(self) -> int:
         return int(self.edge_tok.nbytes)
 
     def _step(self, node: int | None, depth: int, tok: int) -> int | None:
-        pc = self._tok_code.get(tok)
-        if node is None or pc is None or pc[0] != depth:
+        if node is None or depth >= self.length:
             return None
-        return self.base.child(node, depth, pc[1])
+        code = self._code_at[depth].get(tok)
+        return None if code is None else self.base.child(node, depth, code)
 
     def _make_entry(self, node: int | None, depth: int) -> tuple[int | None, list[int]]:
         if node is None or depth >= self.length:
