@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from talkplay import fingerprint
 from talkplay.atomic import write_json_atomic, write_jsonl_atomic
 from talkplay.catalog import Conversation
 from talkplay.errors import TalkPlayError
@@ -274,7 +275,9 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
 
     cfg.validate()
     hf_logging.disable_progress_bar()  # progress is ours, on stderr
+    fingerprint.check_dialogs_inputs(run)
     if cfg.track_repr == "content":
+        fingerprint.check_embeddings_current(run, cfg.modalities.split(",") if cfg.modalities else None)
         from talkplay.tracks.train import train_content  # tracks builds on this module's helpers
 
         return train_content(run, cfg)
@@ -282,6 +285,7 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
+    fingerprint.check_tokenizer_inputs(run)
     music = MusicTokenizer.load(run.tokenizer_dir)
     convs = load_dialogs(run, "train")
     model, tok = load_base(cfg.base_model)
@@ -382,7 +386,8 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
     model.config.use_cache = True
     save_model_atomic(model, tok, run.model_dir, {
         "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora, "kept_layers": layers,
-        "music_token_ids": [min(new_ids), max(new_ids)], "steps": state.global_step})
+        "music_token_ids": [min(new_ids), max(new_ids)], "steps": state.global_step,
+        **fingerprint.model_record(run, music=music)})
     write_jsonl_atomic(train_dir / "log.jsonl", history)
     plot_loss(history, train_dir / "loss.png")
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
