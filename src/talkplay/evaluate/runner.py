@@ -6,9 +6,9 @@ cases, fits each system on the run, ranks every case, scores all turns plus the 
 slice (gold restricted to tracks that never occur in training conversations), and writes
 JSON, Markdown, plots and optional CPCD-format prediction files under ``run/eval/``.
 
-Evaluation is read-only on the run: scoring never changes what it scores. Its reports are
-the only files it writes there; the catalog, tokenizer, embeddings, split and ``run.json``
-stay byte for byte as they were. So a test file's tracks must already be in the catalog:
+Evaluation is read-only on the run: scoring never changes what it scores. Its reports (and
+derived vectors a baseline caches under ``run/cache``) are the only files it writes there;
+the catalog, tokenizer, embeddings, split and ``run.json`` stay byte for byte as they were. So a test file's tracks must already be in the catalog:
 one that mentions others is refused, naming the ``talkplay catalog add`` command that adds
 them (with codes or, after ``talkplay encode``, rows a model can recommend). Adding them on
 the fly in scratch space would score TalkPlay on tracks it cannot represent (a content
@@ -346,7 +346,7 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
     """Evaluate every system in ``cfg`` on ``run``; returns the report dict (also written
     to ``run/eval/<name>.json`` and ``.md`` with plots unless ``cfg.write`` is False).
 
-    Nothing else in the run changes: not the catalog, the tokenizer, the split or
+    Nothing the run holds changes: not the catalog, the tokenizer, the split or
     ``run.json``. A stale model (``talkplay.fingerprint.check_model``) is refused.
     """
     cfg = cfg or EvalConfig()
