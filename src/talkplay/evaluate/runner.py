@@ -8,9 +8,10 @@ JSON, Markdown, plots and optional CPCD-format prediction files under ``run/eval
 
 Evaluation is read-only on the run: scoring never changes what it scores. Its reports (and
 derived vectors a baseline caches under ``run/cache``) are the only files it writes there;
-the catalog, tokenizer, embeddings, split and ``run.json`` stay byte for byte as they were. So a test file's tracks must already be in the catalog:
-one that mentions others is refused, naming the ``talkplay catalog add`` command that adds
-them (with codes or, after ``talkplay encode``, rows a model can recommend). Adding them on
+the catalog, tokenizer, embeddings, split and ``run.json`` stay byte for byte as they were.
+So a test file's tracks must already be in the catalog: one that mentions others is
+refused, naming the ``talkplay catalog add`` command that adds them (with codes or, after
+``talkplay encode``, rows a model can recommend). Adding them on
 the fly in scratch space would score TalkPlay on tracks it cannot represent (a content
 model reads the run's embeddings, a codes model its tokenizer), and quietly doing what
 ``catalog add`` does here would change the run being scored.
