@@ -87,6 +87,14 @@ def trained_synth_run(tmp_path_factory) -> tuple[Run, dict]:  # noqa: ANN001
     return _TRAINED["run"]
 
 
+def run_files(path: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under a run directory."""
+    import hashlib
+
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(path).rglob("*")) if p.is_file()}
+
+
 def held_out_turns(run: Run) -> list[tuple[Conversation, str]]:
     """(conversation up to a test turn with that turn's answer removed, the right track)."""
     import copy

@@ -7,6 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from synth_run import run_files
 from talkplay.catalog import Conversation, Track, Turn
 from talkplay.cli import app
 from talkplay.evaluate import EvalConfig, evaluate_run, make_cases
@@ -140,17 +141,21 @@ def test_eval_refuses_conversations_the_run_trained_on(run, tmp_path):
     assert "trained" in str(res.exception) and "leak" in str(res.exception)
 
 
-def test_eval_new_conversation_file_adds_cold_tracks(run, tmp_path):
+def test_eval_refuses_tracks_not_in_catalog_and_catalog_add_makes_them_cold(run, tmp_path):
     from talkplay.catalog import Catalog
+    from talkplay.errors import InputError
 
+    before = run_files(run.path)
     f = tmp_path / "new.jsonl"
     convs = [Conversation(id=f"new-{i}", goal=["jazz-1", "brand-new-track"], turns=[
         Turn(user="some fresh jazz please", liked=["jazz-1"]), Turn(user="and another")]) for i in range(3)]
     f.write_text("".join(json.dumps(c.to_dict()) + "\n" for c in convs))
-    # own format carries no track metadata, so the new track is unknown: it stays out of the catalog
-    result = evaluate_run(run, EvalConfig(conversations=f, systems=["bm25"], n_boot=0, plots=False))
-    assert result["conversations"]["n"] == 3 and result["catalog"]["new_tracks"] == 0
-    # a CPCD-format file carries metadata: its new track joins the catalog and counts as cold
+    # own format carries no track metadata: the user is told to add the tracks as a table
+    with pytest.raises(InputError) as e:
+        evaluate_run(run, EvalConfig(conversations=f, systems=["bm25"], n_boot=0, plots=False))
+    msg = str(e.value)
+    assert "new.jsonl" in msg and "new-0" in msg and "brand-new-track" in msg and "catalog add" in msg
+    # a CPCD-format file carries metadata: the command adds its tracks (not its conversations)
     cpcd = tmp_path / "new_cpcd.jsonl"
     cpcd.write_text(json.dumps({
         "id": "fresh-dialog", "goal_playlist": ["jazz-1", "yt-new"],
@@ -161,10 +166,22 @@ def test_eval_new_conversation_file_adds_cold_tracks(run, tmp_path):
                    "disliked_results": [], "search_queries": [], "search_results": []},
                   {"user_query": "more jazz", "system_response": "", "liked_results": ["yt-new"],
                    "disliked_results": [], "search_queries": [], "search_results": []}]}) + "\n")
+    res = runner.invoke(app, ["eval", str(run.path), "--conversations", str(cpcd), "--systems", "bm25"])
+    assert res.exit_code != 0 and "yt-new" in str(res.exception)
+    assert f"catalog add {run.path} {cpcd} --source cpcd" in str(res.exception)
+    assert run_files(run.path) == before  # refusing changed nothing
+    n_convs = len(Catalog.load(run.path).conversations)
+    res = invoke("catalog", "add", str(run.path), str(cpcd), "--source", "cpcd", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["new_track_ids"] == ["yt-new"]
+    cat = Catalog.load(run.path)
+    assert "yt-new" in cat and len(cat.conversations) == n_convs  # the test dialog stays out
+    added = run_files(run.path)
     result = evaluate_run(run, EvalConfig(conversations=cpcd, systems=["bm25"], n_boot=0, plots=False))
-    assert result["catalog"]["new_tracks"] == 1
-    assert "yt-new" in Catalog.load(run.path)
     assert result["systems"]["bm25"]["cold"]["n_turns"] >= 1
+    assert result["inputs"]["catalog"]["tracks"] == len(cat)
+    after = run_files(run.path)
+    assert {k: v for k, v in after.items() if not k.startswith("eval/")} == added
 
 
 def test_eval_bad_options_are_clear_errors(run):

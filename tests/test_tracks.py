@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from synth_run import build_synth_run, held_out_turns
+from synth_run import build_synth_run, held_out_turns, run_files
 from talkplay.atomic import save_npy_atomic
 from talkplay.catalog import Catalog, Conversation, Track, Turn
 from talkplay.engine import ContentEngine, Engine
-from talkplay.errors import InputError
+from talkplay.errors import StaleArtifactError
 from talkplay.run import Run
 from talkplay.tracks import TrackFeatures
 from talkplay.train import TrainConfig, train_run
@@ -106,13 +106,24 @@ def test_track_without_content_gets_a_row_and_one_warning(tmp_path, caplog):
     assert "t3" in {r.track_id for r in engine.recommend(Conversation(id="c", turns=[Turn(user="x")]), k=16)}
 
 
-def test_changed_embedding_dimension_names_the_modality(tmp_path):
+def test_changed_embedding_dimension_or_model_is_a_stale_model(tmp_path):
     run = build_synth_run(tmp_path / "run", n_train=48)
+    mini = {"model": "all-MiniLM-L6-v2"}
+    run.record("encode", {"modalities": {"tags": mini, "metadata": mini}})
     train_run(run, TrainConfig(**TINY, max_steps=1))
-    save_npy_atomic(run.embeddings_dir / "tags.npy", np.zeros((16, 5), np.float32))
-    with pytest.raises(InputError) as e:
+    # the same size from another model (as `talkplay encode --text-model enc-b --force` records it)
+    run.record("encode", {"modalities": {"tags": {"model": "enc-b"}, "metadata": mini}})
+    with pytest.raises(StaleArtifactError) as e:
         Engine.load(run.path)
-    assert "tags" in str(e.value) and "tags.npy" in str(e.value) and "encode" in str(e.value)
+    msg = str(e.value)
+    assert "tags.npy" in msg and "enc-b" in msg and "metadata" not in msg
+    assert "--text-model all-MiniLM-L6-v2" in msg
+    run.record("encode", {"modalities": {"tags": mini}})
+    Engine.load(run.path)
+    save_npy_atomic(run.embeddings_dir / "tags.npy", np.zeros((16, 5), np.float32))
+    with pytest.raises(StaleArtifactError) as e:
+        Engine.load(run.path)
+    assert "tags.npy" in str(e.value) and "5-d" in str(e.value) and "encode" in str(e.value)
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +153,13 @@ def test_cold_start_tracks_added_after_training_are_served(songs_run, live_serve
     before = (songs_run.model_dir / "tracks.pt").read_bytes()
     cli = CliRunner()
     assert cli.invoke(app, ["catalog", "add", str(songs_run.path), str(path)]).exit_code == 0
+    with pytest.raises(StaleArtifactError) as e:  # added, not yet encoded: the command says what to run
+        Engine.load(songs_run.path)
+    assert "metadata.npy" in str(e.value) and "4 track(s) were added" in str(e.value)
+    assert f"talkplay encode {songs_run.path}" in str(e.value)
     assert cli.invoke(app, ["encode", str(songs_run.path), "--modalities", "metadata"]).exit_code == 0
     assert (songs_run.model_dir / "tracks.pt").read_bytes() == before  # no retraining
+    assert len(Engine.load(songs_run.path).music.track_ids) == len(SONGS) + len(rows)  # not stale
     with live_server_factory(songs_run.path, "--reply-tokens", "4") as url:
         for i, (title, artist) in enumerate(ADDED):
             query = {"query": f"play {title} by {artist}", "k": 10}
@@ -153,6 +169,19 @@ def test_cold_start_tracks_added_after_training_are_served(songs_run, live_serve
         r = httpx.post(url + "/v1/recommend", json={"query": "music by the Eagles", "k": 27}, timeout=60)
         ranks = {t["id"]: t["rank"] for t in r.json()["tracks"]}
         assert abs(ranks["twin"] - ranks["s3"]) == 1
+
+
+def test_encoding_with_another_text_model_after_training_needs_force(songs_run):
+    from typer.testing import CliRunner
+
+    from talkplay.cli import app
+
+    before = run_files(songs_run.embeddings_dir)
+    res = CliRunner().invoke(app, ["encode", str(songs_run.path), "--modalities", "metadata",
+                                   "--text-model", "some/other-model"])
+    assert isinstance(res.exception, StaleArtifactError)
+    assert "all-MiniLM-L6-v2" in str(res.exception) and "--force" in str(res.exception)
+    assert run_files(songs_run.embeddings_dir) == before
 
 
 def test_vllm_export_refuses_content_models_with_a_reason(synth_content, tmp_path):

@@ -51,10 +51,14 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def jsonl_text(rows: list[dict[str, Any]]) -> str:
+    """The text ``write_jsonl_atomic`` writes: one JSON object per line."""
+    return "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+
+
 def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """Write one JSON object per line to ``path`` atomically."""
-    text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
-    return write_text_atomic(path, text)
+    return write_text_atomic(path, jsonl_text(rows))
 
 
 def save_npy_atomic(path: str | Path, array: Any) -> Path:

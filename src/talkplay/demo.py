@@ -245,17 +245,20 @@ def _eval_artifacts(run: Run, cfg: Any) -> list[Path]:
     return [run.eval_dir / f"{name}.json"]
 
 
+# Stages run with force=True: the demo reruns every stage after one it reruns, training
+# included, so replacing what an earlier model was built on is what it means to do.
 PIPELINE: dict[str, Stage] = {
     s.name: s
     for s in [
         Stage("import", _import_build, _import_exec, lambda r, c: [r.path / "catalog.parquet"]),
         Stage("encode", _encode_build,
-              lambda r, c: _attr("talkplay.encoders", "encode_run", "encode")(r, c), _encode_artifacts),
+              lambda r, c: _attr("talkplay.encoders", "encode_run", "encode")(r, c, force=True),
+              _encode_artifacts),
         Stage("tokenize", _tokenize_build,
-              lambda r, c: _attr("talkplay.tokenizer", "tokenize_run", "tokenize")(r, c),
+              lambda r, c: _attr("talkplay.tokenizer", "tokenize_run", "tokenize")(r, c, force=True),
               lambda r, c: [r.tokenizer_dir]),
         Stage("dialogs", _dialogs_build,
-              lambda r, c: _attr("talkplay.dialogs", "build_dialogs", "dialogs")(r, c),
+              lambda r, c: _attr("talkplay.dialogs", "build_dialogs", "dialogs")(r, c, force=True),
               lambda r, c: [r.dialogs_dir / f"{s}.jsonl" for s in ("train", "valid", "test")]),
         Stage("train", _train_build,
               lambda r, c: _attr("talkplay.train", "train_run", "train")(r, c),

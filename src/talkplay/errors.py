@@ -45,3 +45,15 @@ class InputError(TalkPlayError):
             where.append(f"field '{self.field}'")
         prefix = ", ".join(where)
         return f"{prefix}: {self.reason}" if prefix else self.reason
+
+
+class StaleArtifactError(TalkPlayError):
+    """An artifact was built from inputs that changed since (or a stage would change them
+    under one built on them); the message names what changed and the command to re-run.
+
+    ``artifact`` is the path of the artifact that no longer fits (e.g. ``run/model``).
+    """
+
+    def __init__(self, message: str, *, artifact: str | None = None) -> None:
+        self.artifact = artifact
+        super().__init__(message)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from talkplay import fingerprint
 from talkplay.atomic import write_json_atomic, write_jsonl_atomic
 from talkplay.catalog import Conversation
 from talkplay.errors import TalkPlayError
@@ -271,6 +272,7 @@ class TrainInputs:
     new_ids: list[int]
     vocab_info: dict[str, Any]
     kept_layers: int | None
+    music: Any = None  # the music tokenizer the model's new tokens stand for
 
     @property
     def n_tokens(self) -> int:
@@ -296,7 +298,7 @@ def prepare_inputs(run: Run, cfg: TrainConfig) -> TrainInputs:
     if cfg.lora:
         model = add_lora(model, cfg, new_ids)
     model.train()
-    return TrainInputs(model, tok, rows, new_ids, vocab_info, layers)
+    return TrainInputs(model, tok, rows, new_ids, vocab_info, layers, music)
 
 
 def training_arguments(run: Run, cfg: TrainConfig, world: int) -> Any:
@@ -368,7 +370,8 @@ def save_trained(run: Run, cfg: TrainConfig, inputs: TrainInputs, model: Any, st
     new_ids = inputs.new_ids
     save_model_atomic(model, inputs.tokenizer, run.model_dir, {
         "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora, "kept_layers": inputs.kept_layers,
-        "music_token_ids": [min(new_ids), max(new_ids)], "steps": steps})
+        "music_token_ids": [min(new_ids), max(new_ids)], "steps": steps,
+        **fingerprint.model_record(run, music=inputs.music)})
     train_dir = run.path / "train"
     write_jsonl_atomic(train_dir / "log.jsonl", history)
     plot_loss(history, train_dir / "loss.png")
@@ -382,7 +385,9 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
 
     cfg.validate()
     hf_logging.disable_progress_bar()  # progress is ours, on stderr
+    fingerprint.check_dialogs_inputs(run)
     if cfg.track_repr == "content":
+        fingerprint.check_embeddings_current(run, cfg.modalities.split(",") if cfg.modalities else None)
         from talkplay.tracks.train import train_content  # tracks builds on this module's helpers
 
         return train_content(run, cfg)
@@ -390,6 +395,7 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
+    fingerprint.check_tokenizer_inputs(run)
     inputs = prepare_inputs(run, cfg)
     trainable = sum(p.numel() for p in inputs.model.parameters() if p.requires_grad)
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -92,7 +92,7 @@ class CatalogRecommender:
         from talkplay.evaluate.splits import listening_conversations, run_split, training_playlists
 
         catalog = run.load_catalog(validate=False)
-        split = run_split(run, catalog)
+        split = run_split(run, catalog, record=False)  # fitting is part of evaluating: read-only
         self.fit_catalog(catalog, listening_conversations(split.train),
                          training_playlists(catalog.playlists, split.test), run)
 

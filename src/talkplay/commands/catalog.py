@@ -33,10 +33,14 @@ def register(app: typer.Typer) -> None:
     @sub.command("add")
     def _add(
         run: Path = run_argument(),
-        file: str = typer.Argument(..., help="JSONL, CSV/TSV or Parquet file of tracks."),
+        file: str = typer.Argument(..., help="JSONL, CSV/TSV or Parquet file of tracks (or, with --source, "
+                                             "a file that importer reads)."),
         skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad rows and summarise them."),
         map_: list[str] = typer.Option([], "--map", help="FIELD=COLUMN, e.g. title=song_name."),
         config: str | None = typer.Option(None, "--config", help="Mapping config (YAML/JSON)."),
+        source: str = typer.Option("table", "--source",
+                                   help="Importer of FILE: table, or e.g. cpcd / talkplaydata2 to add the "
+                                        "tracks a conversation file describes (not its conversations)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Add tracks to an existing run; they get music tokens if the run has a tokenizer."""
@@ -46,7 +50,7 @@ def register(app: typer.Typer) -> None:
         from talkplay.sources.table import parse_map
 
         info = add_tracks(Run(run), AddConfig(file=file, skip_invalid=skip_invalid, map=parse_map(map_),
-                                              config=config))
+                                              config=config, source=source))
         if as_json:
             emit_json(info)
         else:

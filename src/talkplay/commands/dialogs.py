@@ -76,6 +76,9 @@ def register(app: typer.Typer) -> None:
         index: int = typer.Option(None, "--index", help="Conversation to show with --show-mask."),
         base_model: str = typer.Option(None, "--base-model", help="Tokenizer for --show-mask (default: the "
                                        "run's trained model, else smollm2-135m)."),
+        force: bool = typer.Option(False, "--force",
+                                   help="Replace the dialogs even when the trained model learnt from them "
+                                        "(the model must then be retrained)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Build train/valid/test conversations (imported, synthetic, catalog alignment)."""
@@ -91,7 +94,7 @@ def register(app: typer.Typer) -> None:
                                 include_imported=not no_imported, valid_frac=valid_frac, test_frac=test_frac,
                                 teacher=teacher, teacher_model=teacher_model,
                                 min_turns=min(2, max_turns))
-            info = build_dialogs(r, cfg)
+            info = build_dialogs(r, cfg, force=force)
         if show_mask:
             info["example"] = _example(r, split, index, base_model)
         if as_json:

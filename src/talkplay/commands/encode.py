@@ -68,7 +68,9 @@ def register(app: typer.Typer) -> None:
         shard: str | None = typer.Option(None, "--shard",
                                          help="i/n: encode only rows r %% n == i into a shard file; "
                                               "a later run without --shard merges the shards."),
-        force: bool = typer.Option(False, "--force", help="Recompute everything, ignoring cached rows."),
+        force: bool = typer.Option(False, "--force",
+                                   help="Recompute everything, ignoring cached rows, even with another model "
+                                        "than the trained one was built on (then retrain it)."),
         seed: int = typer.Option(0, "--seed", help="Random seed (co-occurrence SVD)."),
         device: str = typer.Option("cpu", "--device",
                                    help="Torch device for the models: cpu, cuda, cuda:1, mps."),
@@ -83,7 +85,7 @@ def register(app: typer.Typer) -> None:
                            batch_size=batch_size, audio_limit=audio_limit, audio_seconds=audio_seconds,
                            cooccur_dim=cooccur_dim, shard=_parse_shard(shard), force=force, seed=seed,
                            device=device)
-        info = encode_run(Run(run), cfg)
+        info = encode_run(Run(run), cfg, force=force)
         if as_json:
             emit_json(info)
         else:

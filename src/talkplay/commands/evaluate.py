@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", "--split", help="Held-out split to score: test or valid."),
         conversations: Path = typer.Option(None, "--conversations",
                                            help="Score a new test file (CPCD, TalkPlayData 2 or own JSONL) "
-                                                "instead of the run's split."),
+                                                "instead of the run's split; its tracks must be in the "
+                                                "catalog (`talkplay catalog add`)."),
         fmt: str = typer.Option(None, "--format", help="Format of --conversations (cpcd, talkplaydata2, "
                                                         "own); detected by default."),
         pool: bool = typer.Option(False, "--pool",
@@ -42,7 +43,7 @@ def register(app: typer.Typer) -> None:
                                       "protocol (plus the --conversations file's name)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
-        """Score baselines and TalkPlay side by side on held-out conversations."""
+        """Score baselines and TalkPlay side by side on held-out conversations (the run is not changed)."""
         from talkplay.evaluate import EvalConfig, evaluate_run
         from talkplay.evaluate.report import rich_reply_table, rich_table
         from talkplay.run import Run

@@ -54,6 +54,9 @@ def register(app: typer.Typer) -> None:
                                              "paper's order, keeping modalities with embeddings."),
         seed: int = typer.Option(0, "--seed", help="Random seed for k-means."),
         backend: str = typer.Option("auto", "--backend", help="auto, faiss or sklearn."),
+        force: bool = typer.Option(False, "--force",
+                                   help="Replace the tokenizer even when the trained model depends on it "
+                                        "(the model must then be retrained)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Give every track a unique sequence of music tokens (k-means per modality)."""
@@ -62,7 +65,7 @@ def register(app: typer.Typer) -> None:
 
         names = [x.strip() for o in (order or []) for x in o.split(",") if x.strip()] or None
         cfg = TokenizerConfig(k=k, levels=levels, order=names, seed=seed, backend=backend)
-        diag = tokenize_run(Run(run), cfg)
+        diag = tokenize_run(Run(run), cfg, force=force)
         if as_json:
             emit_json(diag)
         else:

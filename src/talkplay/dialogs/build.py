@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from talkplay.atomic import write_jsonl_atomic
+from talkplay import fingerprint
+from talkplay.atomic import jsonl_text, write_text_atomic
 from talkplay.catalog import Catalog, Conversation, Turn
 from talkplay.dialogs.splits import SPLITS, split_conversations
 from talkplay.dialogs.synth import Synthesizer
@@ -135,8 +136,12 @@ def split_imported(run: Run, catalog: Catalog, imported: list[Conversation],
     return out
 
 
-def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
-    """Make and write the run's dialogs; returns counts (``{"train": n, ...}``) and sources."""
+def build_dialogs(run: Run, cfg: DialogsConfig | None = None, *, force: bool = False) -> dict[str, Any]:
+    """Make and write the run's dialogs; returns counts (``{"train": n, ...}``) and sources.
+
+    When a trained model learnt from the dialogs there and the new training conversations
+    differ, nothing is written and ``StaleArtifactError`` says so, unless ``force``.
+    """
     cfg = cfg or DialogsConfig()
     cfg.validate()
     t0 = time.time()
@@ -165,9 +170,11 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
         splits[name] = imported_splits[name] + splits[name]
     searched = search_conversations(imported_splits["train"], catalog, cfg) if cfg.search else []
     splits["train"] += searched
+    texts = {name: jsonl_text([c.to_dict() for c in splits[name]]) for name in SPLITS}
+    fingerprint.guard_dialogs(run, texts["train"], force)
     run.dialogs_dir.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
-        write_jsonl_atomic(run.dialogs_dir / f"{name}.jsonl", [c.to_dict() for c in splits[name]])
+        write_text_atomic(run.dialogs_dir / f"{name}.jsonl", texts[name])
     counts = {name: len(splits[name]) for name in SPLITS}
     turns = {name: sum(len(c.turns) for c in splits[name]) for name in SPLITS}
     sources = {name: dict(Counter(c.source or "unknown" for c in splits[name])) for name in SPLITS}
@@ -184,6 +191,7 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
         "dropped_duplicates": len(imported) + n + len(aligned) + len(searched) - sum(counts.values()),
         "config": asdict(cfg),
         "seconds": round(time.time() - t0, 2),
+        "inputs": {"catalog": fingerprint.catalog_fingerprint(catalog)},
     }
     if teacher_info:
         info["teacher"] = teacher_info

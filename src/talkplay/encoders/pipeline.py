@@ -235,18 +235,23 @@ def _audio_tags_json(enc: ModalityEncoder, tracks: list[Track], res: Encoded, k:
 # --- the stage ---------------------------------------------------------------------------
 
 
-def encode_run(run: Run, cfg: EncodeConfig | None = None) -> dict[str, Any]:
+def encode_run(run: Run, cfg: EncodeConfig | None = None, *, force: bool = False) -> dict[str, Any]:
     """Encode every requested modality of ``run``'s catalog; returns a summary dict.
 
-    Writes ``embeddings/*`` atomically and records models, versions and counts under
-    ``stages.encode`` in ``run.json``. With ``cfg.shard=(i, n)`` only rows ``r % n == i``
-    are encoded, into ``embeddings/shards/``; an unsharded run then merges the shards
-    (encoding nothing that a shard already did). Co-occurrence is fitted by unsharded runs.
+    Writes ``embeddings/*`` atomically and records models, versions, counts and the catalog
+    rows encoded under ``stages.encode`` in ``run.json``. With ``cfg.shard=(i, n)`` only
+    rows ``r % n == i`` are encoded, into ``embeddings/shards/``; an unsharded run then
+    merges the shards (encoding nothing that a shard already did). Co-occurrence is fitted
+    by unsharded runs. A modality a trained content model reads is not re-encoded with
+    another model unless ``force`` (``StaleArtifactError`` otherwise).
     """
+    from talkplay import fingerprint
+
     cfg = (cfg or EncodeConfig()).validate()
     catalog = run.load_catalog()
     tracks = list(catalog.tracks)
     n = len(tracks)
+    rows_fp = fingerprint.ids_fingerprint(catalog.ids())
     edir = run.embeddings_dir
     edir.mkdir(parents=True, exist_ok=True)
     rows_all = list(range(n))
@@ -257,12 +262,14 @@ def encode_run(run: Run, cfg: EncodeConfig | None = None) -> dict[str, Any]:
         summary["shard"] = f"{cfg.shard[0]}/{cfg.shard[1]}"
     prior = run.stage("encode").get("modalities", {})
     wanted = [m for m in _STAGE_ORDER if m in cfg.modalities]
+    fingerprint.guard_embeddings(run, {m: _model_name(m, cfg) for m in wanted if m != "cooccur"}, force)
     t_start = time.perf_counter()
     for modality in wanted:
         if modality == "cooccur":
             if cfg.shard is not None:
                 continue
-            summary["modalities"]["cooccur"] = _encode_cooccur(run, catalog, cfg, prior.get("cooccur", {}))
+            entry = _encode_cooccur(run, catalog, cfg, prior.get("cooccur", {}))
+            summary["modalities"]["cooccur"] = {**entry, "catalog": rows_fp}
             continue
         if modality == "tags":  # tag-less tracks borrow their musicnn top tags
             tracks = _with_audio_tags(tracks, audio_tags(run))
@@ -280,7 +287,7 @@ def encode_run(run: Run, cfg: EncodeConfig | None = None) -> dict[str, Any]:
         res, stats = _encode_rows(enc, tracks, rows, keys, cache, n, _part_saver(edir, modality, keys, tag))
         present = int(res.mask.sum())
         entry = {**enc.info(), "dim": int(res.emb.shape[1]), **stats, "present": present,
-                 "missing": n - present}
+                 "missing": n - present, "catalog": rows_fp}
         if modality == "audio":
             entry["sampled"] = sum(k is not None for k in keys)
             entry.pop("labels", None)
@@ -307,6 +314,13 @@ def encode_run(run: Run, cfg: EncodeConfig | None = None) -> dict[str, Any]:
         run.record("encode", {"config": cfg_d, "modalities": {**prior, **summary["modalities"]},
                               "tracks": n, "seconds": summary["seconds"]})
     return summary
+
+
+def _model_name(modality: str, cfg: EncodeConfig) -> str:
+    """The model name ``encode_run`` records for ``modality`` under ``cfg`` (no model loaded)."""
+    from talkplay.encoders.text import DEFAULT_TEXT_MODEL
+
+    return cfg.audio_model if modality == "audio" else cfg.text_model or DEFAULT_TEXT_MODEL
 
 
 def _encode_cooccur(run: Run, catalog: Catalog, cfg: EncodeConfig, prior: dict[str, Any]) -> dict[str, Any]:

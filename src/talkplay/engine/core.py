@@ -24,6 +24,7 @@ from talkplay.engine.ranking import EXACT_BUDGET, lm_step, rank_tracks
 from talkplay.engine.reply import clean_reply
 from talkplay.errors import InputError, TalkPlayError
 from talkplay.exclusion import session_exclude
+from talkplay.fingerprint import check_model
 from talkplay.log import get_logger
 from talkplay.run import Run
 
@@ -123,7 +124,12 @@ class Engine:
     @classmethod
     def load(cls, run_dir: str | Path, cfg: EngineConfig | None = None) -> Engine:
         """Load ``run/model`` (plain transformers), ``run/tokenizer`` and the catalog; a run
-        trained with content-grounded tracks gets a ``ContentEngine``."""
+        trained with content-grounded tracks gets a ``ContentEngine``.
+
+        Raises ``StaleArtifactError`` when what the model was trained on changed since
+        (``talkplay.fingerprint.check_model``): a refitted tokenizer, embeddings from another
+        model or of another size. Tracks added since are fine.
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -138,10 +144,12 @@ class Engine:
         if kind != "codes":
             if kind not in _LOADERS:
                 raise TalkPlayError(f"{run.model_dir} holds a {kind!r} model this version cannot load")
+            check_model(run)
             return _LOADERS[kind](run_dir, cfg)
+        music = MusicTokenizer.load(run.tokenizer_dir)
+        check_model(run, music)
         model = AutoModelForCausalLM.from_pretrained(run.model_dir, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
-        music = MusicTokenizer.load(run.tokenizer_dir)
         return cls(model, tokenizer, music, run.load_catalog(validate=False), cfg)
 
     # -- ids level ----------------------------------------------------------------------

@@ -135,8 +135,7 @@ def markdown_report(result: dict[str, Any]) -> str:
                                                    if result.get("pool") else ""),
         f"- conversations: {conv['n']} from `{conv['source']}`, {conv['n_turns']} scored turns; "
         f"systems fit on {conv['n_train']} training conversations",
-        f"- catalog: {cat['n_tracks']} tracks, {cat['cold_tracks']} never in training conversations"
-        + (f", {cat['new_tracks']} added from the test file" if cat.get("new_tracks") else ""),
+        f"- catalog: {cat['n_tracks']} tracks, {cat['cold_tracks']} never in training conversations",
         "",
         "## Macro average (mean over conversations of the per-conversation mean), 95% bootstrap CI",
         "",

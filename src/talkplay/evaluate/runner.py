@@ -5,6 +5,16 @@ an importer reads — after refusing ones the run trained on), builds the protoc
 cases, fits each system on the run, ranks every case, scores all turns plus the cold
 slice (gold restricted to tracks that never occur in training conversations), and writes
 JSON, Markdown, plots and optional CPCD-format prediction files under ``run/eval/``.
+
+Evaluation is read-only on the run: scoring never changes what it scores. Its reports (and
+derived vectors a baseline caches under ``run/cache``) are the only files it writes there;
+the catalog, tokenizer, embeddings, split and ``run.json`` stay byte for byte as they were.
+So a test file's tracks must already be in the catalog: one that mentions others is
+refused, naming the ``talkplay catalog add`` command that adds them (with codes or, after
+``talkplay encode``, rows a model can recommend). Adding them on
+the fly in scratch space would score TalkPlay on tracks it cannot represent (a content
+model reads the run's embeddings, a codes model its tokenizer), and quietly doing what
+``catalog add`` does here would change the run being scored.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from talkplay import fingerprint
 from talkplay.atomic import write_jsonl_atomic
 from talkplay.baselines import BASELINES, CatalogRecommender, make_baseline, top_k
 from talkplay.baselines.base import baskets
@@ -147,21 +158,28 @@ def load_conversation_file(path: Path, fmt: str | None = None) -> tuple[list[Con
     return cat.conversations, cat.tracks
 
 
-def add_cold_tracks(run: Run, catalog: Catalog, tracks: list[Track]) -> list[str]:
-    """Add tracks the catalog lacks, as ``talkplay catalog add`` does (codes from the
-    existing codebooks when the run has a tokenizer; no retraining); returns their ids."""
-    new = [t for t in tracks if t.id not in catalog.index]
-    if not new:
-        return []
-    for t in new:
-        catalog.add_track(t)
-    catalog.save(run.path)
-    if run.tokenizer_dir.exists():
-        from talkplay.tokenizer import extend_run
-
-        extend_run(run, new)
-    log.info("added %d track(s) the catalog lacked; they are reported as cold", len(new))
-    return [t.id for t in new]
+def require_tracks_in_catalog(run: Run, convs: list[Conversation], catalog: Catalog, path: Path,
+                              fmt: str, described: set[str]) -> None:
+    """Raise ``InputError`` naming the first conversation and track of ``path`` that the catalog
+    lacks, with the ``talkplay catalog add`` command that adds them (``described``: ids the
+    file itself carries metadata for; an ``own``-format file carries none)."""
+    missing: dict[str, tuple[int, str]] = {}
+    for i, c in enumerate(convs):
+        for tid in (*c.goal, *(x for tr in c.turns for x in (*tr.recommended, *tr.liked))):
+            if tid not in catalog.index:
+                missing.setdefault(tid, (i, c.id))
+    if not missing:
+        return
+    tid, (i, cid) = next(iter(missing.items()))
+    if missing.keys() <= described:
+        how = f"`talkplay catalog add {run.path} {path} --source {fmt}`"
+    else:
+        how = f"`talkplay catalog add {run.path} TRACKS_FILE` (a table of them: id, title, artists ...)"
+    others = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    raise InputError(f"conversation {cid!r} mentions track {tid!r}{others} not in the catalog; a system can "
+                     f"only be scored on tracks it can recommend. Add them with {how}, then `talkplay encode "
+                     f"{run.path}` (for content-grounded models), and evaluate again", file=str(path),
+                     row=i + 1, field="tracks")
 
 
 def _system_factories(run: Run, cfg: EvalConfig) -> dict[str, Callable[[], Recommender]]:
@@ -183,6 +201,7 @@ def _talkplay_factory(run: Run) -> Callable[[], Recommender]:
     if not run.model_dir.exists():
         raise InputError(f"no trained model in {run.model_dir}; run `talkplay train` first",
                          field="--systems")
+    fingerprint.check_model(run, for_eval=True)
 
     def make() -> Recommender:
         from talkplay.engine import TalkPlayRecommender
@@ -193,21 +212,21 @@ def _talkplay_factory(run: Run) -> Callable[[], Recommender]:
 
 
 def _select_conversations(run: Run, cfg: EvalConfig, catalog: Catalog, split: Split
-                          ) -> tuple[list[Conversation], str, list[str]]:
+                          ) -> tuple[list[Conversation], str]:
+    """The conversations to score and where they come from (a file, or the run's split)."""
     if cfg.conversations is not None:
         path = Path(cfg.conversations)
-        convs, tracks = load_conversation_file(path, cfg.conversations_format)
+        fmt = cfg.conversations_format or detect_format(path)
+        convs, tracks = load_conversation_file(path, fmt)
         check_not_trained_on(run, convs, split, file=str(path))
-        referenced = {t for c in convs
-                      for t in (*c.goal, *(x for tr in c.turns for x in (*tr.recommended, *tr.liked)))}
-        new_ids = add_cold_tracks(run, catalog, [t for t in tracks if t.id in referenced])
-        return convs, str(path), new_ids
+        require_tracks_in_catalog(run, convs, catalog, path, fmt, {t.id for t in tracks})
+        return convs, str(path)
     if cfg.split == "valid":
         valid = run.dialogs_dir / "valid.jsonl"
         if not valid.exists():
             raise InputError(f"no validation split at {valid}", field="--split")
-        return load_dialogs(valid), str(valid), []
-    return split.test, split.source, []
+        return load_dialogs(valid), str(valid)
+    return split.test, split.source
 
 
 def _rank(rec: Recommender, case: EvalCase) -> list[str]:
@@ -228,21 +247,125 @@ def ceiling_turns(convs: list[Conversation], cases: list[EvalCase]) -> list[Scor
     return out or None
 
 
-def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
-    """Evaluate every system in ``cfg`` on ``run``; returns the report dict (also written
-    to ``run/eval/<name>.json`` and ``.md`` with plots unless ``cfg.write`` is False)."""
+@dataclass
+class Slices:
+    """Which catalog tracks are ``cold`` (in no training conversation) and which are ``seen``
+    in any training data (conversations or playlists)."""
+
+    cold: set[str]
+    seen: set[str]
+
+
+def slices(catalog: Catalog, split: Split, convs: list[Conversation]) -> Slices:
+    """The cold and seen tracks of ``catalog`` given the training side of ``split``."""
+    listened = listening_conversations(split.train)
+    seen = {t for b in baskets(training_playlists(catalog.playlists, convs), listened) for t in b}
+    in_conversations = {t for b in baskets([], listened) for t in b}
+    return Slices(cold=set(catalog.ids()) - in_conversations, seen=seen)
+
+
+def score_system(name: str, rec: Recommender, run: Run, cases: list[EvalCase], cold: set[str],
+                 cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Fit ``rec`` on ``run`` and rank every case -> (the system's report entry, its CPCD-format
+    predictions). Turns are scored on all gold tracks, the cold ones and the warm ones."""
+    t0 = time.perf_counter()
+    rec.fit(run)
+    fit_s = time.perf_counter() - t0
+    scored, scored_cold, scored_warm, preds = [], [], [], []
+    short = 0
+    t0 = time.perf_counter()
+    prefetch = getattr(rec, "prefetch", None)
+    if callable(prefetch):
+        prefetch([c.context for c in cases])
+    for case in progress(cases, total=len(cases), desc=name):
+        clean = clean_ranking(_rank(rec, case), case.exclude)
+        short += len(clean) < min(case.k, max(K_VALUES))
+        scored.append(ScoredTurn(case.conversation_id, case.turn_index, score_case(case, clean),
+                                 {"n_gold": len(case.gold)}))
+        cold_gold = [g for g in case.gold if g in cold]
+        warm_gold = [g for g in case.gold if g not in cold]
+        if cold_gold:
+            scored_cold.append(ScoredTurn(case.conversation_id, case.turn_index,
+                                          score_case(case, clean, cold_gold)))
+        if warm_gold:
+            scored_warm.append(ScoredTurn(case.conversation_id, case.turn_index,
+                                          score_case(case, clean, warm_gold)))
+        preds.append({"docid": case.docid, "neighbor": [{"docid": t} for t in clean[: case.k]]})
+    predict_s = time.perf_counter() - t0
+    if short:
+        log.warning("%s returned fewer than %d tracks on %d turn(s); missing ranks count as misses",
+                    name, max(K_VALUES), short)
+    entry = {
+        "is_system": name != LEAK_PROBE,
+        "fit_seconds": round(fit_s, 3),
+        "predict_seconds": round(predict_s, 3),
+        "all": aggregate(scored, n_boot=cfg.n_boot, seed=cfg.seed),
+        "cold": aggregate(scored_cold, n_boot=cfg.n_boot, seed=cfg.seed),
+        "warm": aggregate(scored_warm, n_boot=cfg.n_boot, seed=cfg.seed),
+    }
+    log.info("%s: hit@10 %.3f, mrr@100 %.3f (fit %.1fs, predict %.1fs)", name,
+             entry["all"]["macro"]["hit@10"], entry["all"]["macro"]["mrr@100"], fit_s, predict_s)
+    return entry, preds
+
+
+def ceiling_entry(convs: list[Conversation], cases: list[EvalCase], cold: set[str],
+                  cfg: EvalConfig) -> dict[str, Any] | None:
+    """The ``ceiling`` reference row (see ``ceiling_turns``), or None where it does not apply."""
+    ceiling = ceiling_turns(convs, cases)
+    if ceiling is None:
+        return None
+    is_cold = [case.gold[0] in cold for case in cases]  # one gold per turn: cold or warm
+    parts = {"all": ceiling, "cold": [t for t, c in zip(ceiling, is_cold, strict=True) if c],
+             "warm": [t for t, c in zip(ceiling, is_cold, strict=True) if not c]}
+    entry: dict[str, Any] = {"is_system": False, "fit_seconds": 0.0, "predict_seconds": 0.0}
+    for part, rows in parts.items():
+        entry[part] = aggregate(rows, n_boot=cfg.n_boot, seed=cfg.seed)
+    return entry
+
+
+def scored_inputs(run: Run, catalog: Catalog, systems: list[str]) -> dict[str, Any]:
+    """Fingerprints of what the report scored: the catalog, the training dialogs and, when
+    TalkPlay is among the systems, the model's id (see ``talkplay.fingerprint``)."""
+    out: dict[str, Any] = {"catalog": fingerprint.catalog_fingerprint(catalog),
+                           "dialogs": fingerprint.dialogs_fingerprint(run)}
+    if TALKPLAY in systems:
+        out["model"] = (fingerprint.model_meta(run) or {}).get("model_id")
+    return out
+
+
+def write_outputs(run: Run, cfg: EvalConfig, result: dict[str, Any],
+                  predictions: dict[str, list[dict[str, Any]]]) -> None:
+    """Prediction files under ``cfg.predictions_out`` and the report under ``run/eval/``
+    (unless ``cfg.write`` is off); their paths go into ``result["files"]``."""
     from talkplay.evaluate.report import write_report
 
+    if cfg.predictions_out is not None:
+        out_dir = Path(cfg.predictions_out)
+        for sys_name, preds in predictions.items():
+            path = out_dir / f"{sys_name}.{result['name']}.jsonl"
+            write_jsonl_atomic(path, preds)
+            result["files"][f"predictions:{sys_name}"] = str(path)
+    if cfg.write:
+        result["files"].update(write_report(run.eval_dir, result, plots=cfg.plots))
+
+
+def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
+    """Evaluate every system in ``cfg`` on ``run``; returns the report dict (also written
+    to ``run/eval/<name>.json`` and ``.md`` with plots unless ``cfg.write`` is False).
+
+    Nothing the run holds changes: not the catalog, the tokenizer, the split or
+    ``run.json``. A stale model (``talkplay.fingerprint.check_model``) is refused.
+    """
     cfg = cfg or EvalConfig()
     cfg.validate()
     if not Catalog.exists(run.path):
         raise InputError(f"no catalog in {run.path}; run `talkplay import` first", field="RUN")
     t_start = time.perf_counter()
+    factories = _system_factories(run, cfg)  # a stale model is refused before anything else runs
     catalog = run.load_catalog(validate=False)
-    split = run_split(run, catalog, seed=cfg.seed)
-    convs, conv_source, new_ids = _select_conversations(run, cfg, catalog, split)
-    if new_ids:
-        catalog = run.load_catalog(validate=False)
+    # read-only: a split no stage has recorded yet is the default one, as baselines see it
+    split = run_split(run, catalog, record=False)
+    convs, conv_source = _select_conversations(run, cfg, catalog, split)
     if cfg.limit is not None:
         convs = convs[: cfg.limit]
     cases = make_cases(cfg.protocol, convs, catalog.ids(), cfg.pool)
@@ -252,66 +375,18 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
     unknown_gold = {g for c in cases for g in c.gold if g not in catalog.index}
     if unknown_gold:
         log.warning("%d gold track(s) are not in the catalog; no system can rank them", len(unknown_gold))
-    listened = listening_conversations(split.train)
-    seen = {t for b in baskets(training_playlists(catalog.playlists, convs), listened) for t in b}
-    seen_in_conversations = {t for b in baskets([], listened) for t in b}
-    cold = set(catalog.ids()) - seen_in_conversations
-    factories = _system_factories(run, cfg)
+    sl = slices(catalog, split, convs)
     name = cfg.name or cfg.protocol + (f"-{Path(cfg.conversations).stem}" if cfg.conversations else "")
     systems: dict[str, Any] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
     for sys_name, factory in factories.items():
         rec = factory()
-        t0 = time.perf_counter()
-        rec.fit(run)
-        fit_s = time.perf_counter() - t0
-        scored, scored_cold, scored_warm, preds = [], [], [], []
-        short = 0
-        t0 = time.perf_counter()
-        prefetch = getattr(rec, "prefetch", None)
-        if callable(prefetch):
-            prefetch([c.context for c in cases])
-        for case in progress(cases, total=len(cases), desc=f"{sys_name}"):
-            ranked = _rank(rec, case)
-            clean = clean_ranking(ranked, case.exclude)
-            short += len(clean) < min(case.k, max(K_VALUES))
-            tags = {"n_gold": len(case.gold)}
-            scored.append(ScoredTurn(case.conversation_id, case.turn_index, score_case(case, clean), tags))
-            cold_gold = [g for g in case.gold if g in cold]
-            warm_gold = [g for g in case.gold if g not in cold]
-            if cold_gold:
-                scored_cold.append(ScoredTurn(case.conversation_id, case.turn_index,
-                                              score_case(case, clean, cold_gold)))
-            if warm_gold:
-                scored_warm.append(ScoredTurn(case.conversation_id, case.turn_index,
-                                              score_case(case, clean, warm_gold)))
-            preds.append({"docid": case.docid, "neighbor": [{"docid": t} for t in clean[: case.k]]})
-        predict_s = time.perf_counter() - t0
-        if short:
-            log.warning("%s returned fewer than %d tracks on %d turn(s); missing ranks count as misses",
-                        sys_name, max(K_VALUES), short)
-        systems[sys_name] = {
-            "is_system": sys_name != LEAK_PROBE,
-            "fit_seconds": round(fit_s, 3),
-            "predict_seconds": round(predict_s, 3),
-            "all": aggregate(scored, n_boot=cfg.n_boot, seed=cfg.seed),
-            "cold": aggregate(scored_cold, n_boot=cfg.n_boot, seed=cfg.seed),
-            "warm": aggregate(scored_warm, n_boot=cfg.n_boot, seed=cfg.seed),
-        }
+        systems[sys_name], predictions[sys_name] = score_system(sys_name, rec, run, cases, sl.cold, cfg)
         if sys_name == TALKPLAY and cfg.replies:
             systems[sys_name].update(reply_report(rec.engine, cases, catalog, cfg.replies))
-        predictions[sys_name] = preds
-        log.info("%s: hit@10 %.3f, mrr@100 %.3f (fit %.1fs, predict %.1fs)", sys_name,
-                 systems[sys_name]["all"]["macro"]["hit@10"], systems[sys_name]["all"]["macro"]["mrr@100"],
-                 fit_s, predict_s)
-    ceiling = ceiling_turns(convs, cases)
-    if ceiling is not None:  # one gold per turn, so a turn is either cold or warm
-        is_cold = [case.gold[0] in cold for case in cases]
-        parts = {"all": ceiling, "cold": [t for t, c in zip(ceiling, is_cold, strict=True) if c],
-                 "warm": [t for t, c in zip(ceiling, is_cold, strict=True) if not c]}
-        systems[CEILING] = {"is_system": False, "fit_seconds": 0.0, "predict_seconds": 0.0}
-        for part, rows in parts.items():
-            systems[CEILING][part] = aggregate(rows, n_boot=cfg.n_boot, seed=cfg.seed)
+    ceiling = ceiling_entry(convs, cases, sl.cold, cfg)
+    if ceiling is not None:
+        systems[CEILING] = ceiling
     result: dict[str, Any] = {
         "name": name,
         "run": str(run.path),
@@ -319,24 +394,15 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
         "pool": cfg.pool,
         "conversations": {"source": conv_source, "n": len(convs), "n_turns": len(cases),
                           "n_train": len(split.train)},
-        "catalog": {"n_tracks": len(catalog), "cold_tracks": len(cold), "new_tracks": len(new_ids),
-                    "unseen_in_training_data": len(set(catalog.ids()) - seen)},
+        "catalog": {"n_tracks": len(catalog), "cold_tracks": len(sl.cold),
+                    "unseen_in_training_data": len(set(catalog.ids()) - sl.seen)},
         "cold_definition": "gold restricted to tracks that never occur in the training conversations",
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "inputs": scored_inputs(run, catalog, list(systems)),
         "systems": systems,
         "seconds": 0.0,
         "files": {},
     }
-    if cfg.predictions_out is not None:
-        out_dir = Path(cfg.predictions_out)
-        for sys_name, preds in predictions.items():
-            path = out_dir / f"{sys_name}.{name}.jsonl"
-            write_jsonl_atomic(path, preds)
-            result["files"][f"predictions:{sys_name}"] = str(path)
     result["seconds"] = round(time.perf_counter() - t_start, 2)
-    if cfg.write:
-        result["files"].update(write_report(run.eval_dir, result, plots=cfg.plots))
-        run.record("eval", {name: {"systems": list(systems), "n_turns": len(cases),
-                                   "hit@10": {s: v["all"]["macro"].get("hit@10") for s, v in systems.items()},
-                                   "files": result["files"]}})
+    write_outputs(run, cfg, result, predictions)
     return result

@@ -109,12 +109,16 @@ def source_names() -> list[str]:
 
 @dataclass
 class ImportConfig:
-    """What to import: ``ImportConfig(source="table", path="songs.csv", options={"map": {...}})``."""
+    """What to import: ``ImportConfig(source="table", path="songs.csv", options={"map": {...}})``.
+
+    ``tracks_only``: merge the source's tracks, not its playlists and conversations.
+    """
 
     source: str
     path: str
     skip_invalid: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    tracks_only: bool = False
 
 
 def import_into_run(run: Any, cfg: ImportConfig) -> dict[str, Any]:
@@ -135,6 +139,8 @@ def import_tracks_into_run(run: Any, cfg: ImportConfig) -> tuple[dict[str, Any],
     t0 = time.perf_counter()
     issues = Issues(cfg.skip_invalid)
     new = importer.load(cfg.path, issues, **opts)
+    if cfg.tracks_only:
+        new = Catalog(new.tracks)
     t_read = time.perf_counter() - t0
     # load before merging so a broken existing catalog fails loudly instead of being replaced
     cat = Catalog.load(run.path) if Catalog.exists(run.path) else Catalog()

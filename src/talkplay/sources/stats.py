@@ -2,9 +2,10 @@
 
 ``catalog_stats(run, StatsConfig()) -> dict`` counts tracks, playlists and conversations
 and per-modality coverage, and saves a coverage bar chart as ``run/catalog_stats.png``.
-``add_tracks(run, AddConfig(file="new.csv")) -> dict`` imports a table into the run and,
-when the run already has a music tokenizer, gives the new tracks codes so they can be
-recommended.
+``add_tracks(run, AddConfig(file="new.csv")) -> dict`` adds a file's tracks to the run
+(a track table, or with ``source="cpcd"`` etc. the tracks a conversation file describes,
+without its conversations) and, when the run already has a music tokenizer, gives the new
+tracks codes so they can be recommended. It is the one way tracks join an existing run.
 """
 
 from __future__ import annotations
@@ -119,21 +120,28 @@ def save_plot(stats: dict[str, Any], path: Path) -> Path:
 
 @dataclass
 class AddConfig:
-    """``AddConfig(file="new.jsonl", skip_invalid=False, map={"title": "name"}, config=None)``."""
+    """``AddConfig(file="new.jsonl", skip_invalid=False, map={"title": "name"}, config=None,
+    source="table")``; ``source`` is any importer (``cpcd``, ``talkplaydata2`` ...), whose
+    tracks alone are added."""
 
     file: str
     skip_invalid: bool = False
     map: dict[str, str] = field(default_factory=dict)
     config: str | None = None
+    source: str = "table"
 
 
 def add_tracks(run: Any, cfg: AddConfig) -> dict[str, Any]:
-    """Add a table's tracks to an existing run; extends the tokenizer when the run has one."""
+    """Add a file's tracks to an existing run; extends the tokenizer when the run has one.
+
+    Conversations and playlists in the file are left out: a test file's conversations
+    joining the catalog would count as training data.
+    """
     if not Catalog.exists(run.path):
         raise InputError(f"no catalog in {run.path}; run `talkplay import` first", file=str(run.path))
     info, new_tracks = import_tracks_into_run(run, ImportConfig(
-        source="table", path=cfg.file, skip_invalid=cfg.skip_invalid,
-        options={"map": cfg.map or None, "config": cfg.config}))
+        source=cfg.source, path=cfg.file, skip_invalid=cfg.skip_invalid,
+        options={"map": cfg.map or None, "config": cfg.config}, tracks_only=True))
     info["new_track_ids"] = [t.id for t in new_tracks]
     info["tokenizer"] = None
     if new_tracks and Path(run.tokenizer_dir).exists():
@@ -142,4 +150,7 @@ def add_tracks(run: Any, cfg: AddConfig) -> dict[str, Any]:
         info["tokenizer"] = extend_run(run, new_tracks)
     elif new_tracks:
         log.info("no tokenizer in this run yet: the new tracks get codes when `talkplay tokenize` runs")
+    if new_tracks and Path(run.embeddings_dir).exists():
+        log.info("run `talkplay encode %s` to embed the new tracks (content-grounded models read them "
+                 "from there)", run.path)
     return info

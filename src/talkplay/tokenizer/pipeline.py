@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from talkplay import fingerprint
 from talkplay.atomic import write_json_atomic
 from talkplay.catalog import Track
 from talkplay.errors import InputError
@@ -55,8 +56,13 @@ def load_embeddings(run: Run, n_tracks: int) -> Embeddings:
     return out
 
 
-def tokenize_run(run: Run, cfg: TokenizerConfig | None = None) -> dict[str, Any]:
-    """Fit the music tokenizer for a run and save it; returns the diagnostics dict."""
+def tokenize_run(run: Run, cfg: TokenizerConfig | None = None, *, force: bool = False) -> dict[str, Any]:
+    """Fit the music tokenizer for a run and save it; returns the diagnostics dict.
+
+    When a trained music-token model depends on the tokenizer there and the new fit gives
+    tracks other codes, nothing is written and ``StaleArtifactError`` says so, unless
+    ``force``. ``run.json`` records the embeddings and catalog the fit read.
+    """
     cfg = cfg or TokenizerConfig()
     cfg.validate()
     t0 = time.perf_counter()
@@ -64,7 +70,9 @@ def tokenize_run(run: Run, cfg: TokenizerConfig | None = None) -> dict[str, Any]
     embeddings = load_embeddings(run, len(catalog))
     if not embeddings:
         raise InputError("no embeddings found; run `talkplay encode` first", file=str(run.embeddings_dir))
+    fingerprint.check_embeddings_current(run, list(embeddings), catalog.ids())
     tok = MusicTokenizer.fit(catalog.ids(), embeddings, cfg)
+    fingerprint.guard_tokenizer(run, tok, force)
     fit_s = time.perf_counter() - t0
     tok.descriptions = dg.describe_clusters(tok, catalog, tok.fit_distances)
     diag = dg.diagnose(tok, catalog, seed=cfg.seed)
@@ -78,7 +86,9 @@ def tokenize_run(run: Run, cfg: TokenizerConfig | None = None) -> dict[str, Any]
         "config": asdict(cfg), "modalities": tok.modalities,
         "clusters": {m: len(tok.codebooks[m][0]) for m in tok.modalities},
         "tracks": diag["tracks"], "collision_rate": diag["collision_rate"],
-        "vocab_size": diag["vocab_size"], "sequence_length": tok.length, "seconds": diag["seconds"]})
+        "vocab_size": diag["vocab_size"], "sequence_length": tok.length, "seconds": diag["seconds"],
+        "inputs": {"embeddings": fingerprint.embeddings_fingerprint(run, tok.modalities),
+                   "catalog": fingerprint.catalog_fingerprint(catalog)}})
     log.info("tokenized %d tracks into %d-token sequences (%d music tokens)",
              diag["tracks"], tok.length, diag["vocab_size"])
     return diag
@@ -90,8 +100,10 @@ def extend_run(run: Run, tracks: list[Track], embeddings: Embeddings | None = No
     Embeds them with ``talkplay.encoders.encode_tracks`` unless ``embeddings`` (modality ->
     (array, mask), one row per track) is given. Tracks that already have codes keep them;
     no existing code changes and no token is added. Returns ``{"added", "skipped",
-    "tracks", "unknown": {modality: count}}``.
+    "tracks", "unknown": {modality: count}}``. Raises ``StaleArtifactError`` when the run's
+    embeddings changed model or size since the tokenizer was fitted.
     """
+    fingerprint.check_tokenizer_inputs(run)
     tok = MusicTokenizer.load(run.tokenizer_dir)
     fresh = [t for t in tracks if t.id not in tok.index]
     summary: dict[str, Any] = {"added": 0, "skipped": len(tracks) - len(fresh), "tracks": len(tok.track_ids),

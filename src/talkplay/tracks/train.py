@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from talkplay import fingerprint
 from talkplay.atomic import save_npy_atomic, write_atomic, write_json_atomic, write_jsonl_atomic
 from talkplay.cards import Cards
 from talkplay.dialogs import RenderConfig, load_dialogs
@@ -312,7 +313,8 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
         "track_repr": "content", "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora,
         "kept_layers": info["kept_layers"], "steps": state["step"], "text_model": feats.text_model,
         "features": feats.fingerprint(), "n_tracks": len(feats.ids), "max_length": cfg.max_length,
-        "reply_tracks": reply_tracks, "cards": cfg.cards})
+        "reply_tracks": reply_tracks, "cards": cfg.cards,
+        **fingerprint.model_record(run, modalities=list(feats.arrays))})
     write_jsonl_atomic(train_dir / "log.jsonl", history)
     plot_loss(history, train_dir / "loss.png")
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
