@@ -3,6 +3,7 @@
 ``from talkplay.engine import Engine``; ``Engine.load(run_dir).respond(conversation, k=3)``.
 """
 
+from talkplay.engine.chat_session import ChatSession
 from talkplay.engine.constraint import MusicVocab, TrieConstraint
 from talkplay.engine.content import ContentEngine  # registers the loader for content-grounded runs
 from talkplay.engine.core import (
@@ -15,9 +16,8 @@ from talkplay.engine.core import (
     session_exclude,
 )
 from talkplay.engine.ranking import rank_tracks
-from talkplay.engine.session import Session
 
 __all__ = [
-    "ContentEngine", "Engine", "EngineConfig", "MusicVocab", "Recommendation", "Response", "Session",
+    "ContentEngine", "Engine", "EngineConfig", "MusicVocab", "Recommendation", "Response", "ChatSession",
     "TalkPlayRecommender", "TrieConstraint", "clean_reply", "rank_tracks", "session_exclude",
 ]

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from talkplay.catalog import Conversation, Turn
+from talkplay.engine.chat_session import ChatSession
 from talkplay.engine.core import Engine, EngineConfig, Recommendation, Response, clean_reply
-from talkplay.engine.session import Session
 from talkplay.errors import TalkPlayError
 
 HELP = ("commands: /like N, /reject N (N = card number), /reset (start over), /help, /quit; "
@@ -71,7 +71,7 @@ def print_cards(console: Console, cards: list[dict[str, Any]]) -> None:
             console.print(f"     [dim]{escape(c['why'])}[/]", highlight=False)
 
 
-def _command(session: Session, line: str, console: Console) -> bool:
+def _command(session: ChatSession, line: str, console: Console) -> bool:
     """Handle a /command; returns False when the chat should end."""
     name, _, arg = line[1:].partition(" ")
     name = name.lower()
@@ -101,9 +101,9 @@ def _command(session: Session, line: str, console: Console) -> bool:
 
 
 def chat_loop(engine: Engine, lines: Iterable[str], console: Console, k: int = 3,
-              session: Session | None = None) -> Session:
+              session: ChatSession | None = None) -> ChatSession:
     """Run the chat over ``lines`` until /quit or end of input; returns the final session."""
-    session = session or Session()
+    session = session or ChatSession()
     console.print(f"[bold]TalkPlay[/] · {len(engine.catalog):,} tracks · {HELP}")
     it = iter(lines)
     while True:

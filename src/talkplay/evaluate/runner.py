@@ -23,20 +23,23 @@ from talkplay.atomic import write_jsonl_atomic
 from talkplay.baselines import BASELINES, CatalogRecommender, make_baseline, top_k
 from talkplay.baselines.base import baskets
 from talkplay.catalog import Catalog, Conversation, Track
+from talkplay.conversations import read_conversations as load_dialogs
 from talkplay.errors import InputError
 from talkplay.evaluate.metrics import K_VALUES, ScoredTurn, aggregate, uniform_choice_metrics
 from talkplay.evaluate.protocols import PROTOCOLS, EvalCase, clean_ranking, make_cases, score_case
-from talkplay.evaluate.splits import (
-    Split,
-    check_not_trained_on,
-    listening_conversations,
-    load_dialogs,
-    run_split,
-    training_playlists,
-)
+from talkplay.evaluate.report import write_report
 from talkplay.log import get_logger, progress
 from talkplay.recommender import Recommender
 from talkplay.run import Run
+from talkplay.sources import Issues, get_importer
+from talkplay.splits import (
+    Split,
+    check_not_trained_on,
+    listening_conversations,
+    run_split,
+    training_playlists,
+)
+from talkplay.tokenizer import extend_run
 
 log = get_logger(__name__)
 
@@ -135,8 +138,6 @@ def load_conversation_file(path: Path, fmt: str | None = None) -> tuple[list[Con
     fmt = fmt or detect_format(path)
     if fmt == "own":
         return load_dialogs(path), []
-    from talkplay.sources import Issues, get_importer
-
     cat = get_importer(fmt).load(str(path), Issues())
     return cat.conversations, cat.tracks
 
@@ -151,8 +152,6 @@ def add_cold_tracks(run: Run, catalog: Catalog, tracks: list[Track]) -> list[str
         catalog.add_track(t)
     catalog.save(run.path)
     if run.tokenizer_dir.exists():
-        from talkplay.tokenizer import extend_run
-
         extend_run(run, new)
     log.info("added %d track(s) the catalog lacked; they are reported as cold", len(new))
     return [t.id for t in new]
@@ -225,8 +224,6 @@ def ceiling_turns(convs: list[Conversation], cases: list[EvalCase]) -> list[Scor
 def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
     """Evaluate every system in ``cfg`` on ``run``; returns the report dict (also written
     to ``run/eval/<name>.json`` and ``.md`` with plots unless ``cfg.write`` is False)."""
-    from talkplay.evaluate.report import write_report
-
     cfg = cfg or EvalConfig()
     cfg.validate()
     if not Catalog.exists(run.path):

@@ -31,6 +31,7 @@ from talkplay.serve.api import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionRequest,
+    ChatMessage,
     Choice,
     ErrorResponse,
     FeedbackRequest,
@@ -43,7 +44,7 @@ from talkplay.serve.api import (
 )
 from talkplay.serve.audio import AudioFiles, NoAudio, media_type
 from talkplay.serve.convert import RequestProblem
-from talkplay.serve.sessions import BadSessionId, Session, SessionStore
+from talkplay.serve.sessions import ApiSession, BadSessionId, SessionStore
 from talkplay.serve.workqueue import Busy, WorkQueue
 
 log = get_logger(__name__)
@@ -200,7 +201,7 @@ def create_app(engine: Any, cfg: ServeConfig | None = None) -> FastAPI:
         return response
 
     # --- helpers ------------------------------------------------------------------------
-    def session_for(field: str | None, header: str | None) -> Session | None:
+    def session_for(field: str | None, header: str | None) -> ApiSession | None:
         if field and header and field != header:
             raise ApiError(400, "session_id field and X-Session-Id header disagree", "session_id")
         sid = field or header
@@ -224,7 +225,7 @@ def create_app(engine: Any, cfg: ServeConfig | None = None) -> FastAPI:
             raise ApiError(404, f"unknown track id: {track_id[:200]!r}", "track_id")
         return track
 
-    def session_headers(s: Session | None) -> dict[str, str]:
+    def session_headers(s: ApiSession | None) -> dict[str, str]:
         return {"X-Session-Id": s.id} if s else {}
 
     # --- health and page -----------------------------------------------------------------
@@ -295,8 +296,6 @@ def create_app(engine: Any, cfg: ServeConfig | None = None) -> FastAPI:
             raise ApiError(400, "give exactly one of 'query' or 'messages'", "query")
         messages = body.messages
         if body.query is not None:
-            from talkplay.serve.api import ChatMessage
-
             messages = [ChatMessage(role="user", content=body.query)]
         convert.check_messages(messages, cfg.max_message_chars, cfg.max_messages)
         k = check_k(body.k)
@@ -359,7 +358,7 @@ def _chunk(cid: str, created: int, model: str, delta: dict, finish: str | None =
     return "data: " + json.dumps(obj, ensure_ascii=False) + "\n\n"
 
 
-async def _sse_events(items, cid: str, created: int, model: str, catalog, session: Session | None,
+async def _sse_events(items, cid: str, created: int, model: str, catalog, session: ApiSession | None,
                       sessions: SessionStore, include_usage: bool):
     """Engine stream (recommendations, then text) -> OpenAI chunk events."""
     sid = session.id if session else None
