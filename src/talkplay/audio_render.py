@@ -15,7 +15,6 @@ import hashlib
 import re
 import tempfile
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import numpy as np
 from talkplay.atomic import write_atomic, write_text_atomic
 from talkplay.catalog import Track
 from talkplay.errors import TalkPlayError
-from talkplay.log import get_logger, progress
+from talkplay.log import get_logger
 
 log = get_logger(__name__)
 DEFAULT_MAX_SECONDS = 30.0
@@ -95,20 +94,6 @@ def render_audio(track: Track, cache_dir: str | Path, sample_rate: int = 16000,
 
     write_atomic(out, lambda p: sf.write(str(p), y, sample_rate, format="WAV", subtype="PCM_16"),
                  suffix=".wav")
-    return out
-
-
-def render_many(tracks: Iterable[Track], cache_dir: str | Path, sample_rate: int = 16000,
-                max_seconds: float | None = DEFAULT_MAX_SECONDS) -> dict[str, Path | str]:
-    """Render several tracks; returns ``{track_id: Path or the failure reason}``."""
-    tracks = list(tracks)
-    out: dict[str, Path | str] = {}
-    for t in progress(tracks, total=len(tracks), desc="rendering audio"):
-        try:
-            out[t.id] = render_audio(t, cache_dir, sample_rate, max_seconds)
-        except AudioRenderError as e:
-            log.debug("no audio for %s: %s", t.id, e)
-            out[t.id] = str(e)
     return out
 
 

@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from talkplay.atomic import write_jsonl_atomic
 from talkplay.catalog import Catalog, Conversation, Turn
+from talkplay.conversations import write_conversations
 from talkplay.dialogs.synth import Synthesizer
 from talkplay.dialogs.teacher import rewrite_conversations
 from talkplay.errors import InputError
@@ -163,7 +163,7 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None) -> dict[str, Any]:
     splits["train"] += searched
     run.dialogs_dir.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
-        write_jsonl_atomic(run.dialogs_dir / f"{name}.jsonl", [c.to_dict() for c in splits[name]])
+        write_conversations(run.dialogs_dir / f"{name}.jsonl", splits[name])
     counts = {name: len(splits[name]) for name in SPLITS}
     turns = {name: sum(len(c.turns) for c in splits[name]) for name in SPLITS}
     sources = {name: dict(Counter(c.source or "unknown" for c in splits[name])) for name in SPLITS}

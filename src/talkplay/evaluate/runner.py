@@ -13,7 +13,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,6 @@ class EvalConfig:
     write: bool = True
     plots: bool = True
     name: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
