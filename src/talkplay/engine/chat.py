@@ -42,11 +42,14 @@ class RecommendConfig:
 
 
 def track_card(engine: Engine, rank: int, rec: Recommendation) -> dict[str, Any]:
-    """A JSON-ready card: rank, id, title, artists, album, score, why."""
+    """``track_card(engine, 1, rec)``: a track as JSON, in the shape the HTTP API's
+    ``TrackOut`` has (id, title, artists, album, year, tags, score, why, rank; the API adds
+    ``audio_url``)."""
     t = engine.catalog.get(rec.track_id) if rec.track_id in engine.catalog else None
-    return {"rank": rank, "track_id": rec.track_id, "title": t.title if t else rec.track_id,
+    return {"id": rec.track_id, "title": t.title if t else rec.track_id,
             "artists": list(t.artists) if t else [], "album": t.album if t else None,
-            "score": round(rec.score, 4), "why": rec.why}
+            "year": t.year if t else None, "tags": list(t.tags) if t else [],
+            "score": round(rec.score, 4), "why": rec.why, "rank": rank}
 
 
 def recommend_once(run_dir: str | Path, cfg: RecommendConfig) -> dict[str, Any]:
