@@ -47,7 +47,6 @@ class EncodeConfig:
     device: str = "cpu"  # torch device for the text and audio models, e.g. "cuda"
     shard: tuple[int, int] | None = None
     force: bool = False  # ignore cached rows
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> EncodeConfig:
         """Check every field; raise ``InputError`` naming the flag that is wrong."""
