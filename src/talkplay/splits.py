@@ -82,7 +82,7 @@ def listening_conversations(convs: list[Conversation]) -> list[Conversation]:
 # --- the run's held-out imported conversations ---------------------------------------------
 
 
-def _order_key(seed: int, conv_id: str) -> str:
+def order_key(seed: int, conv_id: str) -> str:
     return hashlib.sha256(f"{seed}:{conv_id}".encode()).hexdigest()
 
 
@@ -90,7 +90,7 @@ def deterministic_test_ids(ids: list[str], n_test: int | None = None, seed: int 
     """Pick ``n_test`` ids (default one in eight) by a seeded hash: stable under reordering."""
     if n_test is None:
         n_test = max(1, round(len(ids) * TEST_FRACTION)) if len(ids) > 1 else 0
-    return sorted(sorted(ids, key=lambda i: _order_key(seed, i))[:n_test])
+    return sorted(sorted(ids, key=lambda i: order_key(seed, i))[:n_test])
 
 
 def held_out_ids(run: Run, catalog: Catalog | None = None, seed: int = 0, record: bool = True) -> set[str]:
