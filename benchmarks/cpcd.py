@@ -32,11 +32,11 @@ from rich.table import Table
 from talkplay.catalog import Catalog
 from talkplay.evaluate import DEFAULT_BASELINES, EvalConfig, evaluate_run
 from talkplay.evaluate.report import CPCD_ATTRIBUTION, markdown_table, table_rows
-from talkplay.evaluate.splits import SPLIT_STAGE, order_key
 from talkplay.run import Run
 from talkplay.sources.base import Issues
 from talkplay.sources.cpcd import CPCDImporter
 from talkplay.sources.talkplaydata2 import TalkPlayData2Importer
+from talkplay.splits import SPLIT_STAGE, order_key
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TALKPLAY_SHARED_DATA", REPO.parent / "shared" / "data"))

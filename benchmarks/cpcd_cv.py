@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpcd import folds, print_table  # noqa: E402
 
 from talkplay.evaluate.report import markdown_table  # noqa: E402
-from talkplay.evaluate.splits import SPLIT_STAGE  # noqa: E402
 from talkplay.run import Run  # noqa: E402
+from talkplay.splits import SPLIT_STAGE  # noqa: E402
 
 RECIPE = ["--base-model", "smollm2-135m", "--keep-layers", "8", "--lora", "--modalities", "metadata",
           "--max-length", "256", "--batch-size", "8", "--lr", "1e-3", "--epochs", "3", "--threads", "1"]

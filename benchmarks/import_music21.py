@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections import Counter
 
-from talkplay.render import RenderError, render_audio
+from talkplay.audio_render import AudioRenderError, render_audio
 from talkplay.sources import Issues, get_importer
 
 
@@ -51,7 +51,7 @@ def main() -> None:
             try:
                 render_audio(t, cache, max_seconds=30)
                 ok += 1
-            except RenderError as e:
+            except AudioRenderError as e:
                 reasons[str(e).split("(")[0].split(":")[-1].strip()] += 1
             t_render += time.perf_counter() - t0
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from talkplay.atomic import save_npy_atomic
 from talkplay.catalog import Catalog, Conversation, Playlist, Track, Turn
-from talkplay.dialogs import write_conversations
+from talkplay.conversations import write_conversations
 from talkplay.run import Run
 from talkplay.tokenizer import TokenizerConfig, tokenize_run
 

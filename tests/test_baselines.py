@@ -175,7 +175,7 @@ def test_random_depends_on_seed(run):
 
 def test_baselines_do_not_fit_on_held_out_conversations(tmp_path):
     """Held-out goals (and playlists importers derive from them) must not feed any baseline."""
-    from talkplay.evaluate.splits import run_split
+    from talkplay.splits import run_split
 
     cat = make_catalog()
     cat.add_track(Track(id="secret", title="Secret Song", tags=["jazz"]))

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from synth_run import trained_synth_run
+from talkplay.serve.api import TrackOut
 
 ENV = {**os.environ, "TALKPLAY_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
 RAW = re.compile(r"<\|/?music\|>|<[a-z]+_(\d{4}|unk)>")
@@ -31,11 +32,14 @@ def test_recommend_json(run):
     out = _cli("recommend", str(run.path), "play some polka music", "--k", "5", "--json")
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
-    ids = [t["track_id"] for t in res["tracks"]]
+    ids = [t["id"] for t in res["tracks"]]
     assert len(ids) == 5 and len(set(ids)) == 5
     assert ids[0] == "t2"  # polka is track 2's keyword
     assert all(t["title"] and t["why"] for t in res["tracks"])
     assert res["reply"] and not RAW.search(res["reply"])
+    # one shape for a track: the HTTP API's, less the server's audio link
+    assert [list(t) for t in res["tracks"]] == [[f for f in TrackOut.model_fields if f != "audio_url"]] * 5
+    assert [TrackOut(**t).rank for t in res["tracks"]] == [1, 2, 3, 4, 5]
 
 
 def test_chat_holds_a_multi_turn_session(run):

@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from talkplay.catalog import Catalog
 from talkplay.cli import app
-from talkplay.dialogs import DialogsConfig, Synthesizer, build_dialogs, load_dialogs, read_conversations
-from talkplay.dialogs.splits import SPLITS, content_key
+from talkplay.conversations import read_conversations
+from talkplay.dialogs import DialogsConfig, Synthesizer, build_dialogs, load_dialogs
 from talkplay.errors import InputError
 from talkplay.run import Run
+from talkplay.splits import SPLITS, content_key
 from test_dialogs_common import embed_and_tokenize, make_catalog, make_run
 
 
@@ -89,7 +90,7 @@ def test_build_writes_leak_free_splits_and_records_counts(run):
     assert {s: len(splits[s]) for s in SPLITS} == {s: info[s] for s in SPLITS}
     assert run.stage("dialogs")["train"] == info["train"]
     ids = {s: {c.id for c in splits[s]} for s in SPLITS}
-    keys = {s: {content_key(c) for c in splits[s]} for s in SPLITS}
+    keys = {s: {content_key(c) for c in splits[s]} - {None} for s in SPLITS}
     seeds = {s: {c.extra.get("seed") for c in splits[s]} - {None} for s in SPLITS}
     for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
         assert not ids[a] & ids[b] and not keys[a] & keys[b] and not seeds[a] & seeds[b]
@@ -255,7 +256,7 @@ def test_teacher_rewrites_through_a_real_local_endpoint(tmp_path):
 
 def test_split_rules_duplicates_fixed_splits_and_alignment():
     from talkplay.catalog import Conversation, Turn
-    from talkplay.dialogs.splits import split_conversations
+    from talkplay.splits import split_conversations
 
     def conv(i, user, **extra):
         return Conversation(id=f"c{i}", turns=[Turn(user=user, recommended=[f"t{i}"])], extra=extra)

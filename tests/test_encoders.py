@@ -338,7 +338,7 @@ def test_cooccur_is_fitted_without_held_out_conversations_and_their_goals(tmp_pa
     to its seeds in the embedding; encode must fit on the training side of the run's split,
     and dialogs must hold out the same conversations."""
     from talkplay.dialogs import DialogsConfig, build_dialogs
-    from talkplay.evaluate.splits import held_out_ids
+    from talkplay.splits import held_out_ids
 
     tracks = [Track(id=f"t{i}", title=f"Song {i}", artists=["A"]) for i in range(24)]
     convs, goals = [], []

@@ -183,7 +183,7 @@ def test_bad_audio_is_masked_with_a_warning_never_a_crash(bad_files, tmp_path, c
 
 
 def test_score_works_are_rendered_once_and_encoded(tmp_path):
-    pytest.importorskip("talkplay.render")
+    pytest.importorskip("talkplay.audio_render")
     tracks = [Track(id="bwv66", title="Chorale", audio="score:bach/bwv66.6.mxl"),
               Track(id="nope", title="Missing score", audio="score:nowhere/none.abc")]
     enc = AudioEncoder(max_seconds=10)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from synth_run import KEYWORDS, held_out_turns, trained_synth_run
 from talkplay.catalog import Conversation, Turn
-from talkplay.engine import Engine, EngineConfig, Session, TalkPlayRecommender, TrieConstraint
+from talkplay.engine import ChatSession, Engine, EngineConfig, TalkPlayRecommender, TrieConstraint
 from talkplay.engine.core import Response
 from talkplay.recommender import Recommender
 
@@ -162,7 +162,7 @@ def test_recommender_protocol(trained):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_property_valid_and_never_repeated_within_a_session(engine, data):
-    session = Session()
+    session = ChatSession()
     words = st.sampled_from(KEYWORDS + ["music", "please", "more", "something", "different", "xyz"])
     for _ in range(data.draw(st.integers(1, 4))):
         text = " ".join(data.draw(st.lists(words, min_size=1, max_size=5)))

@@ -11,8 +11,8 @@ from synth_run import run_files
 from talkplay.catalog import Conversation, Track, Turn
 from talkplay.cli import app
 from talkplay.evaluate import EvalConfig, evaluate_run, make_cases
-from talkplay.evaluate.splits import run_split
 from talkplay.run import Run
+from talkplay.splits import run_split
 from test_baselines import make_synthetic_run
 
 runner = CliRunner()
@@ -238,8 +238,8 @@ def test_alignment_conversations_teach_baselines_no_co_occurrence_and_leave_trac
     """Catalog-alignment dialogs group random tracks and mention every track: co-occurrence
     baselines must not learn from them, and a track in one is still cold."""
     from talkplay.baselines import make_baseline
-    from talkplay.dialogs.schema import write_conversations
-    from talkplay.evaluate.splits import listening_conversations
+    from talkplay.conversations import write_conversations
+    from talkplay.splits import listening_conversations
 
     split = run_split(run)
     ids = run.load_catalog(validate=False).ids()

@@ -161,20 +161,3 @@ def test_head_at_supervised_positions_gives_the_trainers_losses(tmp_path, extra)
     assert a[3] != a[1]  # it trained
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5)
-
-
-def test_cli_defaults_are_the_config_defaults():
-    """`talkplay train` declares no default of its own: every flag's default is TrainConfig's."""
-    import dataclasses
-
-    import typer
-
-    from talkplay.train_config import TrainConfig
-
-    cmd = typer.main.get_command(app).commands["train"]
-    defaults = {p.name: p.default for p in cmd.params}
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in defaults and f.name not in ("resume",):
-            want = f.default if f.default is not None else ({"keep_layers": 0, "threads": 0}.get(f.name, ""))
-            assert defaults[f.name] == want, f.name
-    assert defaults["track_repr"] == "content" and defaults["base_model"] == "smollm2-135m"

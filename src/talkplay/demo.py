@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import time
 from collections.abc import Callable
@@ -24,9 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from talkplay.catalog import Catalog
+from talkplay.dialogs import DialogsConfig, build_dialogs
+from talkplay.encoders import EncodeConfig, encode_run
 from talkplay.errors import InputError, TalkPlayError
+from talkplay.evaluate import EvalConfig, evaluate_run
 from talkplay.log import get_logger
 from talkplay.run import Run
+from talkplay.sources import ImportConfig, import_into_run
+from talkplay.tokenizer import TokenizerConfig, tokenize_run
+from talkplay.train import train_run
+from talkplay.train_config import TrainConfig
 
 log = get_logger(__name__)
 
@@ -143,18 +150,6 @@ def _shortcuts(cls: type, candidates: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in candidates.items() if k in names and v is not None}
 
 
-def _attr(module: str, attr: str, stage: str) -> Any:
-    """``module.attr``, or a TalkPlayError naming the stage when that part is not installed."""
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except ImportError as e:  # a part of talkplay not in this install (third-party gaps re-raise)
-        if (e.name or "").startswith("talkplay"):
-            raise TalkPlayError(f"stage '{stage}' is not available in this install: {e}") from e
-        raise
-    except AttributeError as e:
-        raise TalkPlayError(f"stage '{stage}' is not available ({module}.{attr} is missing)") from e
-
-
 def _config_dict(cfg: Any) -> Any:
     if isinstance(cfg, list):
         return [_config_dict(c) for c in cfg]
@@ -171,21 +166,19 @@ class Stage:
 
 def _import_build(cfg: DemoConfig) -> list[Any]:
     """One ImportConfig per collection (each with its quota), or one for the whole source."""
-    cls = _attr("talkplay.sources", "ImportConfig", "import")
     if not cfg.collections:
         opts = {k: v for k, v in {"limit": cfg.catalog_limit, **cfg.import_options}.items() if v is not None}
-        return [cls(source=cfg.source, path=cfg.source_path, options=opts)]
+        return [ImportConfig(source=cfg.source, path=cfg.source_path, options=opts)]
     quotas = dict(cfg.collections)
     total = sum(quotas.values())
     if cfg.catalog_limit is not None and cfg.catalog_limit < total:
         quotas = {c: max(1, q * cfg.catalog_limit // total) for c, q in quotas.items()}
-    return [cls(source=cfg.source, path=cfg.source_path,
-                options={**cfg.import_options, "collections": [c], "limit": q}) for c, q in quotas.items()]
+    return [ImportConfig(source=cfg.source, path=cfg.source_path,
+                         options={**cfg.import_options, "collections": [c], "limit": q})
+            for c, q in quotas.items()]
 
 
 def _import_exec(run: Run, configs: list[Any]) -> dict[str, Any]:
-    from talkplay.catalog import Catalog
-
     if Catalog.exists(run.path):
         # importing merges into a catalog; the demo restarts its own so a new limit holds,
         # but never throws away a catalog someone else put there
@@ -196,7 +189,6 @@ def _import_exec(run: Run, configs: list[Any]) -> dict[str, Any]:
         for name in ("catalog.parquet", "playlists.parquet", "conversations.parquet"):
             (run.path / name).unlink(missing_ok=True)
     run.record(DEMO_STAGE, {"catalog_by_demo": True})
-    import_into_run = _attr("talkplay.sources", "import_into_run", "import")
     info: dict[str, Any] = {}
     for c in configs:
         info = import_into_run(run, c)
@@ -205,9 +197,8 @@ def _import_exec(run: Run, configs: list[Any]) -> dict[str, Any]:
 
 
 def _encode_build(cfg: DemoConfig) -> Any:
-    cls = _attr("talkplay.encoders", "EncodeConfig", "encode")
-    values = _shortcuts(cls, {"audio_limit": cfg.audio_limit, "seed": cfg.seed})
-    return _make_config(cls, {**values, **cfg.encode}, "encode")
+    values = _shortcuts(EncodeConfig, {"audio_limit": cfg.audio_limit, "seed": cfg.seed})
+    return _make_config(EncodeConfig, {**values, **cfg.encode}, "encode")
 
 
 def _encode_artifacts(run: Run, _cfg: Any = None) -> list[Path]:
@@ -217,27 +208,24 @@ def _encode_artifacts(run: Run, _cfg: Any = None) -> list[Path]:
 
 
 def _tokenize_build(cfg: DemoConfig) -> Any:
-    cls = _attr("talkplay.tokenizer", "TokenizerConfig", "tokenize")
-    values = _shortcuts(cls, {"seed": cfg.seed})
-    return _make_config(cls, {**values, **cfg.tokenize}, "tokenize")
+    values = _shortcuts(TokenizerConfig, {"seed": cfg.seed})
+    return _make_config(TokenizerConfig, {**values, **cfg.tokenize}, "tokenize")
 
 
 def _dialogs_build(cfg: DemoConfig) -> Any:
-    cls = _attr("talkplay.dialogs", "DialogsConfig", "dialogs")
-    values = _shortcuts(cls, {"seed": cfg.seed})
-    return _make_config(cls, {**values, **cfg.dialogs}, "dialogs")
+    values = _shortcuts(DialogsConfig, {"seed": cfg.seed})
+    return _make_config(DialogsConfig, {**values, **cfg.dialogs}, "dialogs")
 
 
 def _train_build(cfg: DemoConfig) -> Any:
-    cls = _attr("talkplay.train", "TrainConfig", "train")
-    values = _shortcuts(cls, {"base_model": cfg.model, "keep_layers": cfg.keep_layers, "seed": cfg.seed})
-    return _make_config(cls, {**values, **cfg.train}, "train")
+    values = _shortcuts(TrainConfig, {"base_model": cfg.model, "keep_layers": cfg.keep_layers,
+                                      "seed": cfg.seed})
+    return _make_config(TrainConfig, {**values, **cfg.train}, "train")
 
 
 def _evaluate_build(cfg: DemoConfig) -> Any:
-    cls = _attr("talkplay.evaluate", "EvalConfig", "evaluate")
-    values = _shortcuts(cls, {"seed": cfg.seed})
-    return _make_config(cls, {**values, **cfg.evaluate}, "evaluate")
+    values = _shortcuts(EvalConfig, {"seed": cfg.seed})
+    return _make_config(EvalConfig, {**values, **cfg.evaluate}, "evaluate")
 
 
 def _eval_artifacts(run: Run, cfg: Any) -> list[Path]:
@@ -251,20 +239,14 @@ PIPELINE: dict[str, Stage] = {
     s.name: s
     for s in [
         Stage("import", _import_build, _import_exec, lambda r, c: [r.path / "catalog.parquet"]),
-        Stage("encode", _encode_build,
-              lambda r, c: _attr("talkplay.encoders", "encode_run", "encode")(r, c, force=True),
-              _encode_artifacts),
-        Stage("tokenize", _tokenize_build,
-              lambda r, c: _attr("talkplay.tokenizer", "tokenize_run", "tokenize")(r, c, force=True),
+        # rerunning a stage replaces what the demo's own model depended on: it retrains next
+        Stage("encode", _encode_build, lambda r, c: encode_run(r, c, force=True), _encode_artifacts),
+        Stage("tokenize", _tokenize_build, lambda r, c: tokenize_run(r, c, force=True),
               lambda r, c: [r.tokenizer_dir]),
-        Stage("dialogs", _dialogs_build,
-              lambda r, c: _attr("talkplay.dialogs", "build_dialogs", "dialogs")(r, c, force=True),
+        Stage("dialogs", _dialogs_build, lambda r, c: build_dialogs(r, c, force=True),
               lambda r, c: [r.dialogs_dir / f"{s}.jsonl" for s in ("train", "valid", "test")]),
-        Stage("train", _train_build,
-              lambda r, c: _attr("talkplay.train", "train_run", "train")(r, c),
-              lambda r, c: [r.model_dir / "config.json"]),
-        Stage("evaluate", _evaluate_build,
-              lambda r, c: _attr("talkplay.evaluate", "evaluate_run", "evaluate")(r, c), _eval_artifacts),
+        Stage("train", _train_build, train_run, lambda r, c: [r.model_dir / "config.json"]),
+        Stage("evaluate", _evaluate_build, evaluate_run, _eval_artifacts),
     ]
 }
 

@@ -7,10 +7,6 @@ class TalkPlayError(Exception):
     """Base class for errors shown to the user without a traceback."""
 
 
-class NotYetAvailable(TalkPlayError):
-    """A subcommand whose stage has not been built yet."""
-
-
 class InputError(TalkPlayError):
     """Bad input data, located by file, line or row, and field.
 

@@ -29,11 +29,14 @@ from typing import Any
 import torch
 
 from talkplay import fingerprint
-from talkplay.atomic import write_json_atomic, write_jsonl_atomic
+from talkplay.atomic import write_atomic, write_json_atomic, write_jsonl_atomic
 from talkplay.catalog import Conversation
+from talkplay.dialogs import RenderConfig, load_dialogs, render
 from talkplay.errors import TalkPlayError
 from talkplay.log import ProgressBar, get_logger
+from talkplay.model import expand_vocab, is_tied, load_base, music_token_strings
 from talkplay.run import Run
+from talkplay.tokenizer import MusicTokenizer
 from talkplay.train_config import TrainConfig
 
 log = get_logger(__name__)
@@ -44,8 +47,6 @@ log = get_logger(__name__)
 
 def encode_dialogs(convs: list[Conversation], tokenizer: Any, music: Any, max_length: int) -> list[dict]:
     """Render conversations to ``{"input_ids", "labels"}`` rows (rows with no target dropped)."""
-    from talkplay.dialogs import RenderConfig, render
-
     rcfg = RenderConfig(max_length=max_length)
     rows = []
     for c in convs:
@@ -95,16 +96,12 @@ def keep_first_layers(model: Any, n: int) -> int:
 
 
 def music_token_ids(tokenizer: Any, music: Any) -> list[int]:
-    from talkplay.model import music_token_strings
-
     return [int(i) for i in tokenizer.convert_tokens_to_ids(music_token_strings(music))]
 
 
 def add_lora(model: Any, cfg: TrainConfig, new_ids: list[int]) -> Any:
     """Wrap with LoRA adapters on every linear layer; music-token rows (and head rows) train too."""
     from peft import LoraConfig, get_peft_model
-
-    from talkplay.model import is_tied
 
     tokens: dict[str, list[int]] = {"embed_tokens": new_ids}
     if not is_tied(model):
@@ -240,8 +237,6 @@ def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from talkplay.atomic import write_atomic
-
     pts = [(h["step"], h["loss"]) for h in history if "loss" in h]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if pts:
@@ -282,10 +277,6 @@ class TrainInputs:
 def prepare_inputs(run: Run, cfg: TrainConfig) -> TrainInputs:
     """``prepare_inputs(run, cfg)``: load the music tokenizer, the train dialogs and the base
     model, add the music tokens and render the dialogs (``TalkPlayError`` when none has a target)."""
-    from talkplay.dialogs import load_dialogs
-    from talkplay.model import expand_vocab, load_base
-    from talkplay.tokenizer import MusicTokenizer
-
     music = MusicTokenizer.load(run.tokenizer_dir)
     convs = load_dialogs(run, "train")
     model, tok = load_base(cfg.base_model)
@@ -388,7 +379,9 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
     fingerprint.check_dialogs_inputs(run)
     if cfg.track_repr == "content":
         fingerprint.check_embeddings_current(run, cfg.modalities.split(",") if cfg.modalities else None)
-        from talkplay.tracks.train import train_content  # tracks builds on this module's helpers
+        # a real cycle, kept inside the call: talkplay.tracks.train imports its helpers
+        # (add_lora, plot_loss, ...) from this module
+        from talkplay.tracks.train import train_content
 
         return train_content(run, cfg)
     t_start = time.perf_counter()

@@ -16,6 +16,7 @@ import numpy as np
 
 from talkplay.catalog import Catalog, Conversation, Playlist
 from talkplay.run import Run
+from talkplay.splits import listening_conversations, run_split, training_playlists
 
 QUERY_MODES = ("all", "current")
 
@@ -88,9 +89,6 @@ class CatalogRecommender:
         self.playlists: list[Playlist] = []
 
     def fit(self, run: Run) -> None:
-        # evaluate imports baselines, so this import stays inside the call
-        from talkplay.evaluate.splits import listening_conversations, run_split, training_playlists
-
         catalog = run.load_catalog(validate=False)
         split = run_split(run, catalog, record=False)  # fitting is part of evaluating: read-only
         self.fit_catalog(catalog, listening_conversations(split.train),

@@ -17,6 +17,7 @@ import numpy as np
 from talkplay.atomic import save_npy_atomic
 from talkplay.baselines.base import CatalogRecommender, user_text
 from talkplay.catalog import Catalog, Conversation, Track
+from talkplay.encoders.text import DEFAULT_TEXT_MODEL, TextEncoder, track_text
 from talkplay.log import get_logger
 from talkplay.run import Run
 
@@ -24,8 +25,6 @@ log = get_logger(__name__)
 
 
 def _track_text(track: Track) -> str:
-    from talkplay.encoders import track_text
-
     return track_text(track, "metadata") or track.text()
 
 
@@ -45,8 +44,6 @@ class DenseRecommender(CatalogRecommender):
         self._queries: dict[str, np.ndarray] = {}
 
     def _fit(self, catalog: Catalog, train: list[Conversation], run: Run | None) -> None:
-        from talkplay.encoders.text import TextEncoder
-
         self._encoder = TextEncoder(self.model)
         reused = self._run_embeddings(run) if run is not None else None
         if reused is not None:
@@ -69,8 +66,6 @@ class DenseRecommender(CatalogRecommender):
         model for every catalog track (same text, same encoder: no need to encode again)."""
         info = run.stage("encode").get("modalities", {}).get("metadata", {})
         path, mask_path = run.embeddings_dir / "metadata.npy", run.embeddings_dir / "metadata.mask.npy"
-        from talkplay.encoders.text import DEFAULT_TEXT_MODEL
-
         same_model = info.get("model") == (self.model or DEFAULT_TEXT_MODEL)
         if not (same_model and path.exists() and mask_path.exists()):
             return None

@@ -1,4 +1,4 @@
-"""Helpers shared by the subcommand modules: output, run arguments, unfinished stages."""
+"""Helpers shared by the subcommand modules: JSON output and the run argument."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from typing import Any
 
 import typer
 
-from talkplay.errors import NotYetAvailable
-
 JSON_HELP = "Print one JSON object on stdout (logs and progress go to stderr)."
 
 
@@ -17,10 +15,6 @@ def emit_json(obj: Any) -> None:
     """Write ``obj`` as one JSON object on stdout."""
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
-
-
-def not_yet(name: str) -> None:
-    raise NotYetAvailable(f"`talkplay {name}` is not yet available in this version")
 
 
 def run_argument() -> Any:

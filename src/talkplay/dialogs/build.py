@@ -16,11 +16,12 @@ from typing import Any
 from talkplay import fingerprint
 from talkplay.atomic import jsonl_text, write_text_atomic
 from talkplay.catalog import Catalog, Conversation, Turn
-from talkplay.dialogs.splits import SPLITS, split_conversations
 from talkplay.dialogs.synth import Synthesizer
+from talkplay.dialogs.teacher import rewrite_conversations
 from talkplay.errors import InputError
 from talkplay.log import get_logger, progress
 from talkplay.run import Run
+from talkplay.splits import SPLITS, held_out_ids, split_conversations, training_catalog
 
 log = get_logger(__name__)
 
@@ -37,7 +38,7 @@ class DialogsConfig:
       with ``align_reverse``, "what is this track? <music>"), packed ``align_turns`` per
       conversation; train split only.
     - ``include_imported``: the catalog's own conversations (CPCD, TalkPlayData 2 ...). Their
-      test split is the run's held-out set (``evaluate.splits.held_out_ids``: the dataset's
+      test split is the run's held-out set (``talkplay.splits.held_out_ids``: the dataset's
       own test split, else one in eight), the one ``encode`` and ``eval`` use too;
       ``valid_frac`` and ``test_frac`` apply to the rest and to synthesized conversations.
     - ``search``: the curator's searches in *training* conversations (CPCD
@@ -122,10 +123,8 @@ def search_conversations(convs: list[Conversation], catalog: Catalog,
 def split_imported(run: Run, catalog: Catalog, imported: list[Conversation],
                    cfg: DialogsConfig) -> dict[str, list[Conversation]]:
     """Imported conversations by split: test is the run's held-out set
-    (``evaluate.splits.held_out_ids``, shared with ``encode`` and ``eval``); valid is
+    (``talkplay.splits.held_out_ids``, shared with ``encode`` and ``eval``); valid is
     ``cfg.valid_frac`` of the rest. ``cfg.test_frac == 0`` holds none out."""
-    from talkplay.evaluate.splits import held_out_ids  # lazy: evaluate imports dialogs
-
     # test_frac 0 asks for no test set at all; the held-out ids then simply go unused
     test_ids = held_out_ids(run, catalog, cfg.seed) if imported and cfg.test_frac > 0 else set()
     # a dataset's own "test" label outside the recorded held-out set must not override it
@@ -153,15 +152,12 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None, *, force: bool = F
     # Playlists derived from held-out conversations (CPCD goal playlists) must not seed
     # synthetic training conversations, or test gold leaks in.
     held_out = imported_splits["valid"] + imported_splits["test"]
-    from talkplay.evaluate.splits import training_catalog  # lazy: evaluate imports dialogs
     syn_catalog = training_catalog(catalog, held_out) if held_out else catalog
     syn = Synthesizer(syn_catalog, seed=cfg.seed, min_turns=cfg.min_turns, max_turns=cfg.max_turns)
     n = synthesize_count(cfg, catalog)
     synthetic = [syn.conversation(i) for i in progress(range(n), total=n, desc="synthesizing")]
     teacher_info = None
     if cfg.teacher and synthetic:
-        from talkplay.dialogs.teacher import rewrite_conversations
-
         teacher_info = rewrite_conversations(synthetic, catalog, cfg.teacher, cfg.teacher_model,
                                              cfg.teacher_max)
     aligned = alignment_conversations(syn, cfg) if cfg.align else []

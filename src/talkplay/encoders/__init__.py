@@ -5,20 +5,8 @@ musicnn (MSD); co-occurrence is learned from playlists. ``encode_tracks(run, tra
 embeds new tracks without writing files.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
+from talkplay.encoders.pipeline import EncodeConfig, audio_tags, encode_run, encode_tracks, load_embeddings
 from talkplay.encoders.text import TextEncoder, track_text
 
 __all__ = ["EncodeConfig", "TextEncoder", "audio_tags", "encode_run", "encode_tracks", "load_embeddings",
            "track_text"]
-
-
-def __getattr__(name: str) -> Any:
-    # the pipeline pulls in torch/audio code; import it only when asked for
-    if name in ("EncodeConfig", "encode_run", "encode_tracks", "audio_tags", "load_embeddings"):
-        from talkplay.encoders import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(name)

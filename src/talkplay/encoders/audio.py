@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from talkplay.audio_render import render_audio
 from talkplay.catalog import Track
-from talkplay.encoders.base import Encoded, ModalityEncoder, content_key, register
+from talkplay.encoders.base import Encoded, ModalityEncoder, cache_key, register
 from talkplay.errors import TalkPlayError
-from talkplay.log import get_logger
+from talkplay.log import get_logger, progress
 
 log = get_logger(__name__)
 
@@ -115,10 +116,6 @@ def resolve_audio(track: Track, cache_dir: Path | None, max_seconds: float | Non
         if cache_dir is None:
             raise AudioError(f"track {track.id}: rendering a score needs a cache folder")
         try:
-            from talkplay.render import render_audio
-        except ImportError as e:
-            raise AudioError(f"track {track.id}: score rendering is unavailable ({e})") from None
-        try:
             return Path(render_audio(track, cache_dir, sample_rate=TARGET_SR, max_seconds=max_seconds))
         except TalkPlayError as e:
             raise AudioError(f"track {track.id}: cannot render score: {e}") from None
@@ -192,8 +189,6 @@ class AudioEncoder:
         A track whose audio is missing or bad gets a logged warning, a zero row and mask
         False; ``stats`` counts seconds of audio encoded.
         """
-        from talkplay.log import progress
-
         n = len(tracks)
         emb = np.zeros((n, self.dim), np.float32)
         probs = np.zeros((n, len(self.labels)), np.float32)
@@ -275,7 +270,7 @@ class AudioModalityEncoder(ModalityEncoder):
                     stamp = f"{st.st_size}:{st.st_mtime_ns}"
                 except OSError:
                     stamp = "missing"
-            out.append(content_key(self.audio.model, self.audio.max_seconds, t.audio, stamp))
+            out.append(cache_key(self.audio.model, self.audio.max_seconds, t.audio, stamp))
         return out
 
     def encode(self, tracks: list[Track]) -> Encoded:

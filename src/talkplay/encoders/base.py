@@ -1,6 +1,7 @@
 """The encoder interface, its registry and the stage config.
 
-A per-track encoder turns tracks into rows: ``enc = get_encoder("metadata", EncodeConfig())``;
+A per-track encoder turns tracks into rows: ``enc = get_encoder("metadata", EncodeConfig())``
+(``talkplay.encoders.pipeline``, where the built-in encoders are imported and so registered);
 ``enc.keys(tracks)`` gives one content key per track (``None`` when the track lacks the
 modality), ``enc.encode(tracks)`` gives ``Encoded(emb, mask, extras)``. Keys drive the
 cache: a row whose key is unchanged is never recomputed. Co-occurrence is a whole-catalog
@@ -46,7 +47,6 @@ class EncodeConfig:
     device: str = "cpu"  # torch device for the text and audio models, e.g. "cuda"
     shard: tuple[int, int] | None = None
     force: bool = False  # ignore cached rows
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> EncodeConfig:
         """Check every field; raise ``InputError`` naming the flag that is wrong."""
@@ -87,8 +87,8 @@ class Encoded:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def content_key(*parts: object) -> str:
-    """A short stable hash of what a row was computed from."""
+def cache_key(*parts: object) -> str:
+    """``cache_key(model, setting, text)``: a short stable hash of what a row was computed from."""
     h = hashlib.sha1()
     for p in parts:
         h.update(str(p).encode("utf-8"))
@@ -124,28 +124,14 @@ class ModalityEncoder(ABC):
 
 
 Factory = Callable[[EncodeConfig, Path | None], ModalityEncoder]
-_REGISTRY: dict[str, Factory] = {}
+REGISTRY: dict[str, Factory] = {}
 
 
 def register(modality: str) -> Callable[[Factory], Factory]:
     """Decorator: ``@register("metadata") def make(cfg, cache_dir): ...``."""
 
     def deco(fn: Factory) -> Factory:
-        _REGISTRY[modality] = fn
+        REGISTRY[modality] = fn
         return fn
 
     return deco
-
-
-def get_encoder(modality: str, cfg: EncodeConfig, cache_dir: Path | None = None) -> ModalityEncoder:
-    """The registered per-track encoder for ``modality``."""
-    import talkplay.encoders.audio  # noqa: F401 - importing registers the built-in encoders
-    import talkplay.encoders.text  # noqa: F401
-
-    if modality not in _REGISTRY:
-        raise KeyError(f"no per-track encoder registered for {modality!r}")
-    return _REGISTRY[modality](cfg, cache_dir)
-
-
-def registered() -> list[str]:
-    return sorted(_REGISTRY)

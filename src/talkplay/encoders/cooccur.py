@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from talkplay.catalog import Catalog
-from talkplay.encoders.base import content_key
+from talkplay.encoders.base import cache_key
 from talkplay.log import get_logger
 
 log = get_logger(__name__)
@@ -45,8 +45,8 @@ def sessions(catalog: Catalog, conversations: bool = True) -> list[list[int]]:
 def sessions_key(catalog: Catalog, conversations: bool, dim: int, seed: int) -> str:
     """A hash of everything the fit depends on: catalog order, sessions and settings."""
     sess = sessions(catalog, conversations)
-    return content_key(METHOD, dim, seed, len(catalog), content_key(*catalog.ids()),
-                       content_key(*(",".join(map(str, s)) for s in sess)))
+    return cache_key(METHOD, dim, seed, len(catalog), cache_key(*catalog.ids()),
+                       cache_key(*(",".join(map(str, s)) for s in sess)))
 
 
 def fit_cooccur(catalog: Catalog, dim: int = 64, seed: int = 0,

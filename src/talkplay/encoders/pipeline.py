@@ -24,19 +24,26 @@ import numpy as np
 
 from talkplay.atomic import save_npy_atomic, write_atomic, write_json_atomic
 from talkplay.catalog import Catalog, Track
-from talkplay.encoders import audio as _audio  # noqa: F401 - registers the audio encoder
-from talkplay.encoders import text as _text  # noqa: F401 - registers the text encoders
-from talkplay.encoders.base import EncodeConfig, Encoded, ModalityEncoder, get_encoder
+from talkplay.encoders.audio import AudioModalityEncoder  # importing registers the audio encoder
+from talkplay.encoders.base import REGISTRY, EncodeConfig, Encoded, ModalityEncoder
 from talkplay.encoders.cooccur import fit_cooccur, sessions_key
-from talkplay.encoders.text import AUDIO_TAGS_KEY
+from talkplay.encoders.text import AUDIO_TAGS_KEY  # importing registers the text encoders
 from talkplay.log import get_logger, progress
 from talkplay.run import Run
+from talkplay.splits import run_split, training_catalog
 
 __all__ = ["EncodeConfig", "encode_run", "encode_tracks", "load_embeddings", "audio_tags"]
 log = get_logger(__name__)
 # audio first: its tags stand in for missing tags; co-occurrence last (a whole-catalog fit)
 _STAGE_ORDER = ("audio", "metadata", "tags", "lyrics", "cooccur")
 SAVE_EVERY_S = 120.0  # how often finished rows are saved while a modality is being encoded
+
+
+def get_encoder(modality: str, cfg: EncodeConfig, cache_dir: Path | None = None) -> ModalityEncoder:
+    """The registered per-track encoder for ``modality``: ``get_encoder("metadata", EncodeConfig())``."""
+    if modality not in REGISTRY:
+        raise KeyError(f"no per-track encoder registered for {modality!r}")
+    return REGISTRY[modality](cfg, cache_dir)
 
 
 # --- the row cache -----------------------------------------------------------------------
@@ -222,8 +229,6 @@ def _write_shard(edir: Path, modality: str, res: Encoded, keys: list[str | None]
 
 
 def _audio_tags_json(enc: ModalityEncoder, tracks: list[Track], res: Encoded, k: int) -> dict[str, Any]:
-    from talkplay.encoders.audio import AudioModalityEncoder
-
     assert isinstance(enc, AudioModalityEncoder)
     probs = res.extras["tagprobs"]
     tags = {t.id: [list(x) for x in enc.audio.top_tags(probs[i], k)]
@@ -324,8 +329,6 @@ def _model_name(modality: str, cfg: EncodeConfig) -> str:
 
 
 def _encode_cooccur(run: Run, catalog: Catalog, cfg: EncodeConfig, prior: dict[str, Any]) -> dict[str, Any]:
-    from talkplay.evaluate.splits import run_split, training_catalog  # lazy: evaluate imports encoders
-
     edir = run.embeddings_dir
     # Fit on the training side only: held-out conversations' liked tracks and goal playlists
     # would put the test gold next to its seeds in the embedding (and so in the codes).

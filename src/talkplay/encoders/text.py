@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from talkplay.catalog import Track
-from talkplay.encoders.base import Encoded, ModalityEncoder, content_key, register
+from talkplay.encoders.base import Encoded, ModalityEncoder, cache_key, register
 from talkplay.errors import TalkPlayError
 from talkplay.log import get_logger
 
@@ -234,7 +234,7 @@ class TextModalityEncoder(ModalityEncoder):
         out: list[str | None] = []
         for t in tracks:
             s = track_text(t, self.modality)
-            out.append(None if s is None else content_key(name, self.modality, self.long, s))
+            out.append(None if s is None else cache_key(name, self.modality, self.long, s))
         return out
 
     def model_key(self) -> str:

@@ -3,6 +3,7 @@
 ``from talkplay.engine import Engine``; ``Engine.load(run_dir).respond(conversation, k=3)``.
 """
 
+from talkplay.engine.chat_session import ChatSession
 from talkplay.engine.constraint import ConstraintState, MusicVocab, TrieConstraint
 from talkplay.engine.content import ContentEngine  # registers the loader for content-grounded runs
 from talkplay.engine.core import (
@@ -14,10 +15,10 @@ from talkplay.engine.core import (
     clean_reply,
 )
 from talkplay.engine.ranking import rank_tracks
-from talkplay.engine.session import Session
 from talkplay.exclusion import session_exclude
 
 __all__ = [
-    "ConstraintState", "ContentEngine", "Engine", "EngineConfig", "MusicVocab", "Recommendation", "Response",
-    "Session", "TalkPlayRecommender", "TrieConstraint", "clean_reply", "rank_tracks", "session_exclude",
+    "ChatSession", "ConstraintState", "ContentEngine", "Engine", "EngineConfig", "MusicVocab",
+    "Recommendation", "Response", "TalkPlayRecommender", "TrieConstraint", "clean_reply", "rank_tracks",
+    "session_exclude",
 ]

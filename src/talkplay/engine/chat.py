@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from talkplay.catalog import Conversation, Turn
+from talkplay.engine.chat_session import ChatSession
 from talkplay.engine.core import Engine, EngineConfig, Recommendation, Response, clean_reply
-from talkplay.engine.session import Session
 from talkplay.errors import TalkPlayError
 
 HELP = ("commands: /like N, /reject N (N = card number), /reset (start over), /help, /quit; "
@@ -42,11 +42,14 @@ class RecommendConfig:
 
 
 def track_card(engine: Engine, rank: int, rec: Recommendation) -> dict[str, Any]:
-    """A JSON-ready card: rank, id, title, artists, album, score, why."""
+    """``track_card(engine, 1, rec)``: a track as JSON, in the shape the HTTP API's
+    ``TrackOut`` has (id, title, artists, album, year, tags, score, why, rank; the API adds
+    ``audio_url``)."""
     t = engine.catalog.get(rec.track_id) if rec.track_id in engine.catalog else None
-    return {"rank": rank, "track_id": rec.track_id, "title": t.title if t else rec.track_id,
+    return {"id": rec.track_id, "title": t.title if t else rec.track_id,
             "artists": list(t.artists) if t else [], "album": t.album if t else None,
-            "score": round(rec.score, 4), "why": rec.why}
+            "year": t.year if t else None, "tags": list(t.tags) if t else [],
+            "score": round(rec.score, 4), "why": rec.why, "rank": rank}
 
 
 def recommend_once(run_dir: str | Path, cfg: RecommendConfig) -> dict[str, Any]:
@@ -71,7 +74,7 @@ def print_cards(console: Console, cards: list[dict[str, Any]]) -> None:
             console.print(f"     [dim]{escape(c['why'])}[/]", highlight=False)
 
 
-def _command(session: Session, line: str, console: Console) -> bool:
+def _command(session: ChatSession, line: str, console: Console) -> bool:
     """Handle a /command; returns False when the chat should end."""
     name, _, arg = line[1:].partition(" ")
     name = name.lower()
@@ -101,9 +104,9 @@ def _command(session: Session, line: str, console: Console) -> bool:
 
 
 def chat_loop(engine: Engine, lines: Iterable[str], console: Console, k: int = 3,
-              session: Session | None = None) -> Session:
+              session: ChatSession | None = None) -> ChatSession:
     """Run the chat over ``lines`` until /quit or end of input; returns the final session."""
-    session = session or Session()
+    session = session or ChatSession()
     console.print(f"[bold]TalkPlay[/] · {len(engine.catalog):,} tracks · {HELP}")
     it = iter(lines)
     while True:

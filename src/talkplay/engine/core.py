@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from talkplay.catalog import Catalog, Conversation, Turn
+from talkplay.dialogs.render import render_prompt
 from talkplay.engine.constraint import MusicVocab, TrieConstraint
 from talkplay.engine.explain import Explainer
 from talkplay.engine.ranking import EXACT_BUDGET, lm_step, rank_tracks
@@ -27,6 +28,7 @@ from talkplay.exclusion import session_exclude
 from talkplay.fingerprint import check_model
 from talkplay.log import get_logger
 from talkplay.run import Run
+from talkplay.tokenizer import MusicTokenizer
 
 log = get_logger(__name__)
 # How a run's model is loaded, by the ``track_repr`` its ``model/talkplay.json`` records
@@ -133,8 +135,6 @@ class Engine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from talkplay.tokenizer import MusicTokenizer
-
         hf_logging.disable_progress_bar()
 
         run = Run(run_dir)
@@ -216,8 +216,6 @@ class Engine:
     # -- conversation level ---------------------------------------------------------------
     def prompt_ids(self, conversation: Conversation) -> list[int]:
         """The rendered prompt (history + current request) as token ids."""
-        from talkplay.dialogs import render_prompt
-
         return render_prompt(conversation, self.tokenizer, self.music, self.render_cfg)
 
     def recommend(self, conversation: Conversation, k: int = 10, exclude: Iterable[str] = ()) -> list[

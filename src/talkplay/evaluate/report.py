@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.table import Table
 
-from talkplay.atomic import write_json_atomic, write_text_atomic
+from talkplay.atomic import write_atomic, write_json_atomic, write_text_atomic
 from talkplay.evaluate.metrics import K_VALUES
 
 MAIN_METRICS = ("hit@1", "hit@10", "hit@100", "mrr@100", "recall@100", "ndcg@10")
@@ -226,8 +226,6 @@ def plot_hit_curves(result: dict[str, Any], path: Path) -> Path:
 
 
 def _save_fig(fig: Any, path: Path) -> None:
-    from talkplay.atomic import write_atomic
-
     write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110), suffix=".png")
 
 

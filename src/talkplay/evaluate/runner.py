@@ -23,7 +23,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +34,23 @@ from talkplay.atomic import write_jsonl_atomic
 from talkplay.baselines import BASELINES, CatalogRecommender, make_baseline, top_k
 from talkplay.baselines.base import baskets
 from talkplay.catalog import Catalog, Conversation, Track
+from talkplay.conversations import read_conversations
 from talkplay.errors import InputError
 from talkplay.evaluate.metrics import K_VALUES, ScoredTurn, aggregate, uniform_choice_metrics
 from talkplay.evaluate.protocols import PROTOCOLS, EvalCase, clean_ranking, make_cases, score_case
 from talkplay.evaluate.replies import reply_report
-from talkplay.evaluate.splits import (
-    Split,
-    check_not_trained_on,
-    listening_conversations,
-    load_dialogs,
-    run_split,
-    training_playlists,
-)
+from talkplay.evaluate.report import write_report
 from talkplay.log import get_logger, progress
 from talkplay.recommender import Recommender
 from talkplay.run import Run
+from talkplay.sources import Issues, get_importer
+from talkplay.splits import (
+    Split,
+    check_not_trained_on,
+    listening_conversations,
+    run_split,
+    training_playlists,
+)
 
 log = get_logger(__name__)
 
@@ -86,7 +88,6 @@ class EvalConfig:
     write: bool = True
     plots: bool = True
     name: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -151,9 +152,7 @@ def load_conversation_file(path: Path, fmt: str | None = None) -> tuple[list[Con
         raise InputError("conversation file not found", file=str(path), field="--conversations")
     fmt = fmt or detect_format(path)
     if fmt == "own":
-        return load_dialogs(path), []
-    from talkplay.sources import Issues, get_importer
-
+        return read_conversations(path), []
     cat = get_importer(fmt).load(str(path), Issues())
     return cat.conversations, cat.tracks
 
@@ -225,7 +224,7 @@ def _select_conversations(run: Run, cfg: EvalConfig, catalog: Catalog, split: Sp
         valid = run.dialogs_dir / "valid.jsonl"
         if not valid.exists():
             raise InputError(f"no validation split at {valid}", field="--split")
-        return load_dialogs(valid), str(valid)
+        return read_conversations(valid), str(valid)
     return split.test, split.source
 
 
@@ -337,8 +336,6 @@ def write_outputs(run: Run, cfg: EvalConfig, result: dict[str, Any],
                   predictions: dict[str, list[dict[str, Any]]]) -> None:
     """Prediction files under ``cfg.predictions_out`` and the report under ``run/eval/``
     (unless ``cfg.write`` is off); their paths go into ``result["files"]``."""
-    from talkplay.evaluate.report import write_report
-
     if cfg.predictions_out is not None:
         out_dir = Path(cfg.predictions_out)
         for sys_name, preds in predictions.items():

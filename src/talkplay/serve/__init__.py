@@ -6,6 +6,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from talkplay.errors import InputError
+from talkplay.log import get_logger
+from talkplay.run import Run
 from talkplay.serve.api import ServeConfig
 from talkplay.serve.app import create_app
 
@@ -14,11 +19,7 @@ __all__ = ["ServeConfig", "create_app", "load_app", "serve_run"]
 
 def load_app(run_dir, cfg: ServeConfig | None = None):
     """Load the run's engine and build the app: ``load_app("runs/demo")``."""
-    from pathlib import Path
-
-    from talkplay.engine import Engine, EngineConfig
-    from talkplay.errors import InputError
-    from talkplay.run import Run
+    from talkplay.engine import Engine, EngineConfig  # torch and transformers: only when serving
 
     run = Run(run_dir)
     if not run.path.is_dir():
@@ -33,8 +34,6 @@ def load_app(run_dir, cfg: ServeConfig | None = None):
 def serve_run(run, cfg: ServeConfig) -> dict:
     """Load ``run``'s engine and serve it at ``cfg.host:cfg.port`` until interrupted."""
     import uvicorn
-
-    from talkplay.log import get_logger
 
     app = load_app(run.path, cfg)
     get_logger(__name__).info("serving %s at http://%s:%d/", run.path, cfg.host, cfg.port)

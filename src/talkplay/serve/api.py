@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from talkplay.errors import InputError
+
 
 @dataclass
 class ServeConfig:
@@ -34,8 +36,6 @@ class ServeConfig:
     reply_tokens: int | None = None  # longest model reply; None = the engine's default
 
     def validate(self) -> None:
-        from talkplay.errors import InputError
-
         names = ["max_concurrency", "max_message_chars", "max_messages", "default_k", "max_k"]
         for name in names + (["reply_tokens"] if self.reply_tokens is not None else []):
             if getattr(self, name) < 1:

@@ -47,7 +47,7 @@ from talkplay.serve.api import (
 )
 from talkplay.serve.audio import AudioFiles, NoAudio, media_type
 from talkplay.serve.convert import RequestProblem
-from talkplay.serve.sessions import BadSessionId, Session, SessionStore
+from talkplay.serve.sessions import ApiSession, BadSessionId, SessionStore
 from talkplay.serve.workqueue import Busy, WorkQueue
 
 log = get_logger(__name__)
@@ -130,7 +130,7 @@ class Prepared:
     conversation: Conversation
     k: int
     exclude: set[str]
-    session: Session | None
+    session: ApiSession | None
 
 
 class Service:
@@ -148,7 +148,7 @@ class Service:
         self.audio = AudioFiles(cache_dir)
         self.with_audio = sum(1 for t in self.catalog.tracks if convert.audio_available(t))
 
-    def session_for(self, field: str | None, header: str | None) -> Session | None:
+    def session_for(self, field: str | None, header: str | None) -> ApiSession | None:
         if field and header and field != header:
             raise ApiError(400, "session_id field and X-Session-Id header disagree", "session_id")
         sid = field or header
@@ -183,12 +183,12 @@ class Service:
         conv = convert.to_conversation(messages, session)
         return Prepared(conv, k, session_exclude(conv, asked, session.exclude() if session else ()), session)
 
-    def shown(self, session: Session | None, tracks: list[TrackOut]) -> None:
+    def shown(self, session: ApiSession | None, tracks: list[TrackOut]) -> None:
         if session:
             self.sessions.mark_shown(session.id, [t.id for t in tracks])
 
 
-def session_headers(s: Session | None) -> dict[str, str]:
+def session_headers(s: ApiSession | None) -> dict[str, str]:
     return {"X-Session-Id": s.id} if s else {}
 
 
@@ -414,7 +414,7 @@ def _chunk(cid: str, created: int, model: str, delta: dict, finish: str | None =
     return "data: " + json.dumps(obj, ensure_ascii=False) + "\n\n"
 
 
-async def _sse_events(items, cid: str, created: int, model: str, catalog, session: Session | None,
+async def _sse_events(items, cid: str, created: int, model: str, catalog, session: ApiSession | None,
                       sessions: SessionStore, include_usage: bool):
     """Engine stream (recommendations, then text) -> OpenAI chunk events."""
     sid = session.id if session else None

@@ -3,7 +3,7 @@
 Only paths named by the catalog are ever served, and only regular files: a track id from
 a URL is looked up in the catalog, never joined onto a directory, so ``../`` in an id is
 just an unknown id. Scores (``audio="score:..."``) are rendered once into the run's cache
-by ``talkplay.render.render_audio`` and reused.
+by ``talkplay.audio_render.render_audio`` and reused.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from talkplay.audio_render import render_audio
 from talkplay.catalog import Track
+from talkplay.errors import TalkPlayError
 
 MEDIA_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".oga": "audio/ogg",
                ".flac": "audio/flac", ".m4a": "audio/mp4", ".opus": "audio/ogg", ".webm": "audio/webm"}
@@ -63,9 +65,6 @@ class AudioFiles:
         if track.id in self._failed:
             raise NoAudio(self._failed[track.id])
         with self._lock(track.id):
-            from talkplay.errors import TalkPlayError
-            from talkplay.render import render_audio
-
             try:
                 path = Path(render_audio(track, self.cache_dir))
             except TalkPlayError as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from talkplay.catalog import Catalog, Conversation, Track, Turn
 from talkplay.serve.api import ChatMessage, TrackOut
-from talkplay.serve.sessions import Session
+from talkplay.serve.sessions import ApiSession
 
 
 class RequestProblem(ValueError):
@@ -40,7 +40,7 @@ def check_messages(messages: list[ChatMessage], max_chars: int, max_messages: in
         raise RequestProblem("the last user message is empty", f"messages[{len(messages) - 1}].content")
 
 
-def to_conversation(messages: list[ChatMessage], session: Session | None = None,
+def to_conversation(messages: list[ChatMessage], session: ApiSession | None = None,
                     conversation_id: str = "api") -> Conversation:
     """Pair messages into turns; system/tool messages are kept in ``extra``, not as turns.
 

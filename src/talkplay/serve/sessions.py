@@ -25,7 +25,7 @@ class BadSessionId(ValueError):
 
 
 @dataclass
-class Session:
+class ApiSession:
     """What one session has seen and said: ``session.exclude()`` is what not to repeat."""
 
     id: str
@@ -45,12 +45,12 @@ class Session:
 
 
 class SessionStore:
-    """Thread-safe LRU map of session id -> Session: ``SessionStore(max_sessions=10_000)``."""
+    """Thread-safe LRU map of session id -> ApiSession: ``SessionStore(max_sessions=10_000)``."""
 
     def __init__(self, max_sessions: int = 10_000, ttl_s: float = 24 * 3600) -> None:
         self.max_sessions = max_sessions
         self.ttl_s = ttl_s
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._sessions: OrderedDict[str, ApiSession] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -64,11 +64,11 @@ class SessionStore:
                 "session id must be 1-64 characters of letters, digits, '_', '-', '.' or ':'")
         return session_id
 
-    def new(self) -> Session:
+    def new(self) -> ApiSession:
         """Create a session with a fresh random id."""
         return self.get_or_create(secrets.token_urlsafe(16))
 
-    def get(self, session_id: str) -> Session | None:
+    def get(self, session_id: str) -> ApiSession | None:
         with self._lock:
             s = self._sessions.get(session_id)
             if s is not None and time.time() - s.last_used > self.ttl_s:
@@ -79,7 +79,7 @@ class SessionStore:
                 self._sessions.move_to_end(session_id)
             return s
 
-    def get_or_create(self, session_id: str) -> Session:
+    def get_or_create(self, session_id: str) -> ApiSession:
         self.check_id(session_id)
         s = self.get(session_id)
         if s is not None:
@@ -87,7 +87,7 @@ class SessionStore:
         with self._lock:
             s = self._sessions.get(session_id)
             if s is None:
-                s = Session(session_id)
+                s = ApiSession(session_id)
                 self._sessions[session_id] = s
                 while len(self._sessions) > self.max_sessions:
                     self._sessions.popitem(last=False)
@@ -99,7 +99,7 @@ class SessionStore:
             seen = set(s.shown)
             s.shown.extend(t for t in track_ids if t not in seen)
 
-    def feedback(self, session_id: str, track_id: str, kind: Feedback) -> Session:
+    def feedback(self, session_id: str, track_id: str, kind: Feedback) -> ApiSession:
         """Record ``liked``/``rejected`` (or clear with ``none``) for a track; the latest wins."""
         s = self.get_or_create(session_id)
         with self._lock:

@@ -8,7 +8,7 @@ modes are read from the XML text, Humdrum headers from ``!!!`` lines. A full par
 every score would take tens of minutes on two cores.
 
 Each work's ``audio`` is ``"score:<corpus path>[#<number>]"``, rendered on demand by
-``talkplay.render.render_audio``. Playlists come from real groupings: books and
+``talkplay.audio_render.render_audio``. Playlists come from real groupings: books and
 collections, tune types within a collection, Essen regions, opus numbers and masses,
 labelled ``music21:derived:<kind>``.
 """

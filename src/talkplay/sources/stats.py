@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from talkplay.atomic import write_atomic
+from talkplay.audio_render import AudioRenderError, is_renderable, render_audio
 from talkplay.catalog import Catalog
 from talkplay.errors import InputError
 from talkplay.log import get_logger
-from talkplay.render import RenderError, is_renderable, render_audio
 from talkplay.sources.base import ImportConfig, import_tracks_into_run
 
 log = get_logger(__name__)
@@ -88,7 +88,7 @@ def sample_render(cat: Catalog, cache_dir: Path, k: int, seed: int = 0) -> dict[
         try:
             render_audio(t, cache_dir)
             ok += 1
-        except RenderError as e:
+        except AudioRenderError as e:
             failures.append(str(e)[:200])
     return {"tried": len(picked), "ok": ok, "rate": round(ok / len(picked), 3) if picked else 0.0,
             "failures": failures}

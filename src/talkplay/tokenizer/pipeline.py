@@ -18,6 +18,7 @@ import numpy as np
 from talkplay import fingerprint
 from talkplay.atomic import write_json_atomic
 from talkplay.catalog import Track
+from talkplay.encoders.pipeline import encode_tracks
 from talkplay.errors import InputError
 from talkplay.log import get_logger
 from talkplay.modalities import DEFAULT_ORDER
@@ -111,8 +112,6 @@ def extend_run(run: Run, tracks: list[Track], embeddings: Embeddings | None = No
     if not fresh:
         return summary
     if embeddings is None:
-        from talkplay.encoders import encode_tracks
-
         embeddings = encode_tracks(run, fresh)
     else:
         keep = np.array([t.id not in tok.index for t in tracks])

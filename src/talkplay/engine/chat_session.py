@@ -1,6 +1,6 @@
 """Chat session state: the conversation so far, what was shown, liked and rejected.
 
-``s = Session()``; ``conv = s.ask("some jazz")``; ``resp = engine.respond(conv)``;
+``s = ChatSession()``; ``conv = s.ask("some jazz")``; ``resp = engine.respond(conv)``;
 ``s.answer(resp)``; ``s.like(1)`` / ``s.reject(2)`` mark the last answer's tracks (1-based,
 as the cards are numbered); ``s.reset()`` starts over. ``s.exclude`` is every track the
 session has shown, liked or rejected: the engine never recommends one of them again.
@@ -17,7 +17,7 @@ from talkplay.exclusion import session_exclude
 
 
 @dataclass
-class Session:
+class ChatSession:
     """One listener's conversation; see the module docstring."""
 
     conversation: Conversation = field(default_factory=lambda: Conversation(id="chat"))

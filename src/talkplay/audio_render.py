@@ -5,7 +5,7 @@ mono 16-bit WAV under ``cache_dir/audio/``. Tracks whose ``audio`` is
 ``"score:<corpus path>[#<number>]"`` are parsed with music21, exported to MIDI and
 synthesised with FluidSynth and the General MIDI soundfont shipped in pretty-midi when
 pyfluidsynth and libfluidsynth are installed, else with pretty-midi's own sine
-synthesiser. Local audio files are decoded and resampled. Failures raise ``RenderError``
+synthesiser. Local audio files are decoded and resampled. Failures raise ``AudioRenderError``
 with the reason, and are remembered in the cache so a second call fails fast.
 """
 
@@ -15,7 +15,6 @@ import hashlib
 import re
 import tempfile
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,13 @@ import numpy as np
 from talkplay.atomic import write_atomic, write_text_atomic
 from talkplay.catalog import Track
 from talkplay.errors import TalkPlayError
-from talkplay.log import get_logger, progress
+from talkplay.log import get_logger
 
 log = get_logger(__name__)
 DEFAULT_MAX_SECONDS = 30.0
 
 
-class RenderError(TalkPlayError):
+class AudioRenderError(TalkPlayError):
     """A track's audio could not be rendered; the message says why."""
 
 
@@ -71,23 +70,23 @@ def render_audio(track: Track, cache_dir: str | Path, sample_rate: int = 16000,
                  max_seconds: float | None = DEFAULT_MAX_SECONDS) -> Path:
     """Return a cached mono WAV of ``track`` at ``sample_rate``, at most ``max_seconds`` long."""
     if not track.audio:
-        raise RenderError(f"track {track.id!r} has no audio or score")
+        raise AudioRenderError(f"track {track.id!r} has no audio or score")
     out = cache_path(track, Path(cache_dir), sample_rate, max_seconds)
     failed = out.with_suffix(".failed")
     if out.exists():
         return out
     if failed.exists():
-        raise RenderError(failed.read_text(encoding="utf-8"))
+        raise AudioRenderError(failed.read_text(encoding="utf-8"))
     try:
         if track.audio.startswith("score:"):
             y = _render_score(track.audio[len("score:"):], sample_rate, max_seconds)
         elif "://" in track.audio:
-            raise RenderError(f"track {track.id!r}: remote audio ({track.audio}) is not downloaded")
+            raise AudioRenderError(f"track {track.id!r}: remote audio ({track.audio}) is not downloaded")
         else:
             y = _load_file(Path(track.audio).expanduser(), sample_rate, max_seconds)
         if y.size == 0 or float(np.max(np.abs(y))) < 1e-4:
-            raise RenderError(f"track {track.id!r}: rendering gave silence")
-    except RenderError as e:
+            raise AudioRenderError(f"track {track.id!r}: rendering gave silence")
+    except AudioRenderError as e:
         write_text_atomic(failed, str(e))
         raise
     y = (0.9 * y / float(np.max(np.abs(y)))).astype(np.float32)
@@ -95,20 +94,6 @@ def render_audio(track: Track, cache_dir: str | Path, sample_rate: int = 16000,
 
     write_atomic(out, lambda p: sf.write(str(p), y, sample_rate, format="WAV", subtype="PCM_16"),
                  suffix=".wav")
-    return out
-
-
-def render_many(tracks: Iterable[Track], cache_dir: str | Path, sample_rate: int = 16000,
-                max_seconds: float | None = DEFAULT_MAX_SECONDS) -> dict[str, Path | str]:
-    """Render several tracks; returns ``{track_id: Path or the failure reason}``."""
-    tracks = list(tracks)
-    out: dict[str, Path | str] = {}
-    for t in progress(tracks, total=len(tracks), desc="rendering audio"):
-        try:
-            out[t.id] = render_audio(t, cache_dir, sample_rate, max_seconds)
-        except RenderError as e:
-            log.debug("no audio for %s: %s", t.id, e)
-            out[t.id] = str(e)
     return out
 
 
@@ -131,7 +116,7 @@ def _render_score(ref: str, sample_rate: int, max_seconds: float | None) -> np.n
     try:
         score = _parse_score(ref)
     except Exception as e:  # music21 raises many exception types for scores it cannot read
-        raise RenderError(f"score {ref}: cannot parse ({type(e).__name__}: {e})") from None
+        raise AudioRenderError(f"score {ref}: cannot parse ({type(e).__name__}: {e})") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -143,14 +128,14 @@ def _render_score(ref: str, sample_rate: int, max_seconds: float | None) -> np.n
             mf.close()
             pm = pretty_midi.PrettyMIDI(str(mid))
     except Exception as e:  # MIDI export fails for some ABC tunes (ties, tuplets, voices)
-        raise RenderError(f"score {ref}: MIDI export failed ({type(e).__name__}: {e})") from None
+        raise AudioRenderError(f"score {ref}: MIDI export failed ({type(e).__name__}: {e})") from None
     if max_seconds:
         for inst in pm.instruments:
             inst.notes = [n for n in inst.notes if n.start < max_seconds]
             for n in inst.notes:
                 n.end = min(n.end, max_seconds)
     if not any(inst.notes for inst in pm.instruments):
-        raise RenderError(f"score {ref}: no notes to play")
+        raise AudioRenderError(f"score {ref}: no notes to play")
     if synth_backend() == "fluidsynth":
         y = pm.fluidsynth(fs=sample_rate, sf2_path=str(soundfont_path()))
     else:
@@ -163,7 +148,7 @@ def _render_score(ref: str, sample_rate: int, max_seconds: float | None) -> np.n
 def _load_file(path: Path, sample_rate: int, max_seconds: float | None) -> np.ndarray:
     """Decode with soundfile (WAV/FLAC/OGG/MP3), falling back to librosa; mono, resampled."""
     if not path.exists():
-        raise RenderError(f"audio file does not exist: {path}")
+        raise AudioRenderError(f"audio file does not exist: {path}")
     import soundfile as sf
 
     try:
@@ -177,7 +162,7 @@ def _load_file(path: Path, sample_rate: int, max_seconds: float | None) -> np.nd
         try:
             y, sr = librosa.load(str(path), sr=None, mono=True, duration=max_seconds)
         except Exception as e:  # audioread raises various errors for unreadable files
-            raise RenderError(f"cannot decode {path}: {type(e).__name__}: {e}") from None
+            raise AudioRenderError(f"cannot decode {path}: {type(e).__name__}: {e}") from None
     if sr != sample_rate:
         from math import gcd
 

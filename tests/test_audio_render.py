@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from talkplay.audio_render import AudioRenderError, cache_path, is_renderable, render_audio
 from talkplay.catalog import Track
-from talkplay.render import RenderError, cache_path, is_renderable, render_audio
 
 DEMO_WORKS = [  # three demo-catalog works of different formats: ABC, MusicXML, Humdrum
     ("m21:essenFolksong/kinder0.abc#50", "score:essenFolksong/kinder0.abc#50"),
@@ -50,17 +50,17 @@ def test_local_file_is_resampled_to_mono(tmp_path):
 
 
 def test_failures_raise_with_reason_and_are_remembered(tmp_path):
-    with pytest.raises(RenderError, match="no audio"):
+    with pytest.raises(AudioRenderError, match="no audio"):
         render_audio(Track(id="a", title="x"), tmp_path)
-    with pytest.raises(RenderError, match="does not exist"):
+    with pytest.raises(AudioRenderError, match="does not exist"):
         render_audio(Track(id="b", title="x", audio=str(tmp_path / "gone.wav")), tmp_path)
-    with pytest.raises(RenderError, match="remote audio"):
+    with pytest.raises(AudioRenderError, match="remote audio"):
         render_audio(Track(id="c", title="x", audio="https://example.org/a.mp3"), tmp_path)
     bad = Track(id="d", title="x", audio="score:no/such/score.abc#3")
-    with pytest.raises(RenderError, match="cannot parse"):
+    with pytest.raises(AudioRenderError, match="cannot parse"):
         render_audio(bad, tmp_path)
     marker = cache_path(bad, tmp_path, 16000, 30.0).with_suffix(".failed")
     assert marker.exists() and "no/such/score.abc" in marker.read_text()
-    with pytest.raises(RenderError, match="cannot parse"):  # answered from the cache
+    with pytest.raises(AudioRenderError, match="cannot parse"):  # answered from the cache
         render_audio(bad, tmp_path)
     assert not is_renderable(Track(id="e", title="x", audio="https://example.org/a.mp3"))

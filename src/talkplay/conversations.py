@@ -1,8 +1,8 @@
-"""Reading and writing dialog files: one ``Conversation.to_dict()`` JSON object per line.
+"""Conversation files: one ``Conversation.to_dict()`` JSON object per line.
 
 ``convs = read_conversations(path)`` validates every line and raises ``InputError`` naming
-the file, line and field; ``write_conversations(path, convs)`` writes atomically;
-``load_dialogs(run, "train")`` reads ``run/dialogs/train.jsonl``.
+the file, line and field; ``write_conversations(path, convs)`` writes atomically. A run's
+own dialog files are read with ``talkplay.splits.load_dialogs(run, "train")``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from talkplay.atomic import write_jsonl_atomic
 from talkplay.catalog import Conversation, Turn
 from talkplay.errors import InputError
 
-SPLITS = ("train", "valid", "test")
 _TURN_LISTS = ("recommended", "liked", "disliked")
 
 
@@ -83,13 +82,3 @@ def read_conversations(path: str | Path) -> list[Conversation]:
 def write_conversations(path: str | Path, convs: list[Conversation]) -> Path:
     """Write conversations as JSON lines, atomically."""
     return write_jsonl_atomic(path, [c.to_dict() for c in convs])
-
-
-def load_dialogs(run: Any, split: str) -> list[Conversation]:
-    """A split written by ``build_dialogs``: ``load_dialogs(Run("runs/x"), "train")``."""
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}", field="split")
-    path = Path(run.dialogs_dir) / f"{split}.jsonl"
-    if not path.exists():
-        raise InputError(f"no {split} dialogs; run `talkplay dialogs {run.path}` first", file=str(path))
-    return read_conversations(path)
