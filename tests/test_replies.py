@@ -140,7 +140,7 @@ def test_recommend_json_names_only_its_own_cards_for_any_request(liar_run, words
     res = CliRunner().invoke(app, ["recommend", str(liar_run.path), query, "--k", "3", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    ids = [t.get("id", t.get("track_id")) for t in out["tracks"]]
+    ids = [t["id"] for t in out["tracks"]]
     conv = Conversation(id="q", turns=[Turn(user=query)])
     assert not ReplyGuard(names_of(liar_run), conv, ids).violations(out["reply"], True), out["reply"]
 

@@ -194,8 +194,8 @@ def warn_unrecorded(run: Run) -> None:
 def check_model(run: Run, music: Any = None, for_eval: bool = False) -> None:
     """Raise ``StaleArtifactError`` if the artifacts ``run/model`` was trained on changed since.
 
-    A codes model needs the same tokenizer (``music``: an already loaded one, else it is
-    read); a content model the same embedding models and dimensions (new tracks are
+    A codes model needs the same tokenizer (``music``: the run's ``MusicTokenizer``, None
+    when it has none); a content model the same embedding models and dimensions (new tracks are
     fine, their rows come from their content). ``for_eval``: the training dialogs must be
     the ones the model learnt too, or the held-out split may hold its training data.
     """
@@ -208,11 +208,9 @@ def check_model(run: Run, music: Any = None, for_eval: bool = False) -> None:
         return
     problems: list[tuple[str, str]] = []  # (what changed, how to fix it)
     retrain = f"retrain with `talkplay train {run.path}`"
-    if "tokenizer" in inputs:
-        if music is None:
-            from talkplay.tokenizer import MusicTokenizer
-
-            music = MusicTokenizer.load(run.tokenizer_dir)
+    if "tokenizer" in inputs and music is None:  # the caller loads it: it knows the tokenizer class
+        problems.append((f"{run.tokenizer_dir} holds no tokenizer", f"{retrain}, or restore the tokenizer"))
+    elif "tokenizer" in inputs:
         for why in tokenizer_changes(inputs["tokenizer"], music):
             problems.append((f"{run.tokenizer_dir} changed since the model was trained: {why}",
                              f"{retrain}, or restore the tokenizer it was trained with"))
@@ -293,7 +291,8 @@ def _refuse(what: str, run: Run, force_hint: str) -> None:
 
 def guard_tokenizer(run: Run, new: Any, force: bool = False) -> None:
     """Refuse to replace the tokenizer of a codes model with ``new`` when that changes what
-    its music tokens mean (unless ``force``). A refit giving the same codes passes."""
+    its music tokens mean (unless ``force``). A refit giving the same codes passes.
+    ``new`` is a ``MusicTokenizer``; the one on disk is read with its class's ``load``."""
     meta = model_meta(run)
     if force or meta is None or meta.get("track_repr", "codes") != "codes":
         return
@@ -301,13 +300,9 @@ def guard_tokenizer(run: Run, new: Any, force: bool = False) -> None:
     if recorded is None:  # an older model: it was trained on the tokenizer there now, if any
         if not (run.tokenizer_dir / "tokenizer.npz").exists():
             return
-        from talkplay.tokenizer import MusicTokenizer
-
-        recorded = tokenizer_fingerprint(MusicTokenizer.load(run.tokenizer_dir))
+        recorded = tokenizer_fingerprint(type(new).load(run.tokenizer_dir))
     elif (run.tokenizer_dir / "tokenizer.npz").exists():
-        from talkplay.tokenizer import MusicTokenizer
-
-        if tokenizer_changes(recorded, MusicTokenizer.load(run.tokenizer_dir)):
+        if tokenizer_changes(recorded, type(new).load(run.tokenizer_dir)):
             return  # already stale: nothing the model depends on is lost
     if tokenizer_changes(recorded, new):
         _refuse(f"the music tokens in {run.tokenizer_dir}", run,

@@ -16,11 +16,8 @@ the Trainer sees the process group (gloo on CPU, NCCL on GPUs).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,14 +26,16 @@ from typing import Any
 import torch
 
 from talkplay import fingerprint
-from talkplay.atomic import write_atomic, write_json_atomic, write_jsonl_atomic
+from talkplay.atomic import write_json_atomic, write_jsonl_atomic
 from talkplay.catalog import Conversation
 from talkplay.dialogs import RenderConfig, load_dialogs, render
 from talkplay.errors import TalkPlayError
+from talkplay.finetune import add_lora, keep_first_layers, plot_loss, save_model_atomic, weights_digest
 from talkplay.log import ProgressBar, get_logger
-from talkplay.model import expand_vocab, is_tied, load_base, music_token_strings
+from talkplay.model import expand_vocab, load_base, music_token_strings
 from talkplay.run import Run
 from talkplay.tokenizer import MusicTokenizer
+from talkplay.tracks.train import train_content
 from talkplay.train_config import TrainConfig
 
 log = get_logger(__name__)
@@ -81,66 +80,8 @@ class Collator:
 # --- model --------------------------------------------------------------------------
 
 
-def keep_first_layers(model: Any, n: int) -> int:
-    """Drop all but the first ``n`` transformer layers (in place); returns the layer count kept."""
-    body = getattr(model, "model", None)
-    layers = getattr(body, "layers", None)
-    if layers is None:
-        raise TalkPlayError("--keep-layers works with Llama-style models (model.model.layers)")
-    n = min(n, len(layers))
-    body.layers = layers[:n]
-    model.config.num_hidden_layers = n
-    if getattr(model.config, "layer_types", None):
-        model.config.layer_types = model.config.layer_types[:n]
-    return n
-
-
 def music_token_ids(tokenizer: Any, music: Any) -> list[int]:
     return [int(i) for i in tokenizer.convert_tokens_to_ids(music_token_strings(music))]
-
-
-def add_lora(model: Any, cfg: TrainConfig, new_ids: list[int]) -> Any:
-    """Wrap with LoRA adapters on every linear layer; music-token rows (and head rows) train too."""
-    from peft import LoraConfig, get_peft_model
-
-    tokens: dict[str, list[int]] = {"embed_tokens": new_ids}
-    if not is_tied(model):
-        tokens["lm_head"] = new_ids
-    lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, lora_dropout=0.0,
-                      target_modules="all-linear", trainable_token_indices=tokens, task_type="CAUSAL_LM")
-    return get_peft_model(model, lcfg)
-
-
-def weights_digest(model: Any) -> str:
-    """SHA-256 over every parameter (replicas of a data-parallel run must agree)."""
-    h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
-def save_model_atomic(model: Any, tokenizer: Any, target: Path, extra: dict[str, Any],
-                      write_extra: Any = None) -> None:
-    """``save_pretrained`` model + tokenizer (+ ``write_extra(folder)``) into a temp folder,
-    then rename onto ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    old = None
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json_atomic(tmp / "talkplay.json", extra)
-        if write_extra is not None:
-            write_extra(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 # --- loss at supervised positions only ----------------------------------------------
@@ -228,25 +169,6 @@ def _progress_callback() -> Any:
                 self.bar = None
 
     return ProgressCallback()
-
-
-def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
-    """Training loss per step as a PNG (atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pts = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if pts:
-        ax.plot(*zip(*pts, strict=True), lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title("talkplay train")
-    fig.tight_layout()
-    write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=100), suffix=".png")
-    plt.close(fig)
 
 
 def _checkpointing_args(args_cls: Any, on: bool) -> dict[str, Any]:
@@ -379,10 +301,6 @@ def train_run(run: Run, cfg: TrainConfig) -> dict[str, Any]:
     fingerprint.check_dialogs_inputs(run)
     if cfg.track_repr == "content":
         fingerprint.check_embeddings_current(run, cfg.modalities.split(",") if cfg.modalities else None)
-        # a real cycle, kept inside the call: talkplay.tracks.train imports its helpers
-        # (add_lora, plot_loss, ...) from this module
-        from talkplay.tracks.train import train_content
-
         return train_content(run, cfg)
     t_start = time.perf_counter()
     if cfg.threads:

@@ -22,12 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from talkplay import fingerprint
 from talkplay.atomic import save_npy_atomic, write_atomic, write_json_atomic
 from talkplay.catalog import Catalog, Track
 from talkplay.encoders.audio import AudioModalityEncoder  # importing registers the audio encoder
 from talkplay.encoders.base import REGISTRY, EncodeConfig, Encoded, ModalityEncoder
 from talkplay.encoders.cooccur import fit_cooccur, sessions_key
-from talkplay.encoders.text import AUDIO_TAGS_KEY  # importing registers the text encoders
+from talkplay.encoders.text import (
+    AUDIO_TAGS_KEY,  # importing registers the text encoders
+    DEFAULT_TEXT_MODEL,
+)
 from talkplay.log import get_logger, progress
 from talkplay.run import Run
 from talkplay.splits import run_split, training_catalog
@@ -250,8 +254,6 @@ def encode_run(run: Run, cfg: EncodeConfig | None = None, *, force: bool = False
     by unsharded runs. A modality a trained content model reads is not re-encoded with
     another model unless ``force`` (``StaleArtifactError`` otherwise).
     """
-    from talkplay import fingerprint
-
     cfg = (cfg or EncodeConfig()).validate()
     catalog = run.load_catalog()
     tracks = list(catalog.tracks)
@@ -323,8 +325,6 @@ def encode_run(run: Run, cfg: EncodeConfig | None = None, *, force: bool = False
 
 def _model_name(modality: str, cfg: EncodeConfig) -> str:
     """The model name ``encode_run`` records for ``modality`` under ``cfg`` (no model loaded)."""
-    from talkplay.encoders.text import DEFAULT_TEXT_MODEL
-
     return cfg.audio_model if modality == "audio" else cfg.text_model or DEFAULT_TEXT_MODEL
 
 

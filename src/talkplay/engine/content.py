@@ -22,6 +22,7 @@ import torch
 from talkplay.cards import Cards
 from talkplay.catalog import Catalog, Conversation, Turn
 from talkplay.dialogs.render import RenderConfig, render_prompt_blocks
+from talkplay.encoders.text import TextEncoder
 from talkplay.engine.core import (
     Engine,
     EngineConfig,
@@ -61,8 +62,6 @@ class ContentEngine(Engine):
     def __init__(self, model: ContentModel, tokenizer: Any, catalog: Catalog, cfg: EngineConfig | None = None,
                  render_cfg: RenderConfig | None = None, text_model: str | None = None,
                  reply_tracks: int | None = None) -> None:
-        from talkplay.encoders.text import TextEncoder
-
         self.cfg = cfg or EngineConfig()
         self.device = resolve_device(self.cfg.device)
         self.content = model.to(self.device).eval()

@@ -51,6 +51,7 @@ from talkplay.splits import (
     run_split,
     training_playlists,
 )
+from talkplay.tokenizer import MusicTokenizer
 
 log = get_logger(__name__)
 
@@ -200,7 +201,8 @@ def _talkplay_factory(run: Run) -> Callable[[], Recommender]:
     if not run.model_dir.exists():
         raise InputError(f"no trained model in {run.model_dir}; run `talkplay train` first",
                          field="--systems")
-    fingerprint.check_model(run, for_eval=True)
+    music = MusicTokenizer.load(run.tokenizer_dir) if (run.tokenizer_dir / "tokenizer.npz").exists() else None
+    fingerprint.check_model(run, music, for_eval=True)
 
     def make() -> Recommender:
         from talkplay.engine import TalkPlayRecommender

@@ -31,14 +31,15 @@ from talkplay.dialogs import RenderConfig, load_dialogs
 from talkplay.dialogs.render import DEFAULT_SYSTEM, turn_tracks
 from talkplay.encoders.text import TextEncoder
 from talkplay.errors import TalkPlayError
+from talkplay.finetune import add_lora, keep_first_layers, plot_loss, save_model_atomic, weights_digest
 from talkplay.log import ProgressBar, get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
+from talkplay.model import expand_vocab, load_base
 from talkplay.run import Run
 from talkplay.tracks.data import Example, collate
 from talkplay.tracks.features import TrackFeatures, TrackSlots
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
-from talkplay.train import add_lora, keep_first_layers, plot_loss, save_model_atomic, weights_digest
 
 log = get_logger(__name__)
 CHECKPOINT = "content.pt"
@@ -99,9 +100,6 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures, encoder: Any = None) -
         ContentModel, Any, dict[str, Any]]:
     """Base LM with the three track tokens, wrapped with a fresh ``TrackNet`` (LoRA if asked).
     ``encoder``: the request ``TextEncoder`` (default: the one behind the run's text modalities)."""
-    from talkplay.encoders.text import TextEncoder
-    from talkplay.model import expand_vocab, load_base
-
     lm, tok = load_base(cfg.base_model)
     layers = keep_first_layers(lm, cfg.keep_layers) if cfg.keep_layers else None
     slots = TrackSlots(feats.ids)
