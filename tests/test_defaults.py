@@ -52,7 +52,7 @@ COMMANDS: dict[tuple[str, ...], tuple[type, dict[str, Any]]] = {
     ("eval",): (EvalConfig, {"fmt": "conversations_format", "no_plots": "!plots"}),
     ("demo",): (DemoConfig, {"run": NOT, "serve": NOT, "no_chat": NOT, "port": NOT, "config": NOT}),
 }
-ALWAYS_NOT = {"run", "as_json", "source", "path", "file", "query"}
+ALWAYS_NOT = {"run", "as_json", "source", "path", "file", "query", "force"}  # force: an action, not a setting
 
 
 def command(*path: str) -> Any:

@@ -147,14 +147,14 @@ def test_recommend_json_names_only_its_own_cards_for_any_request(liar_run, words
 
 def test_eval_reports_reply_faithfulness_and_variety(liar_run):
     res = CliRunner().invoke(app, ["eval", str(liar_run.path), "--systems", "talkplay", "--protocol",
-                                   "cpcd", "--n-boot", "0", "--no-plots", "--replies", "8", "--json"])
+                                   "next-track", "--n-boot", "0", "--no-plots", "--replies", "8", "--json"])
     assert res.exit_code == 0, res.output
     tp = json.loads(res.stdout)["systems"]["talkplay"]
     assert tp["n_replies"] == 8 and tp["reply_faithfulness"] == 1.0 and tp["guarded"]
     assert 0 < tp["distinct_2"] <= 1 and tp["request_mention"] is not None
     # the same model without its guard: the metric sees the lie
     convs = load_dialogs(liar_run, "test")
-    cases = make_cases("cpcd", convs, liar_run.load_catalog(validate=False).ids(), False)
+    cases = make_cases("next-track", convs, liar_run.load_catalog(validate=False).ids(), False)
     raw = Engine.load(liar_run.path, EngineConfig(guard_replies=False))
     rep = reply_report(raw, cases, liar_run.load_catalog(validate=False), limit=8)
     assert rep["reply_faithfulness"] < 0.5 and rep["unfaithful_examples"]
