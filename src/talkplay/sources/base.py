@@ -272,11 +272,13 @@ def read_json(path: Path, records: bool = False) -> Any:
     return parse_json(read_text(path), file=str(path), records=records)
 
 
-def iter_json_array(path: Path, issues: Issues) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_json_array(path: Path, issues: Issues,
+                    check_text: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(row_number, object)`` (1-based) from a JSON file holding an array of objects.
 
     A file holding one object is one row. Bad rows go to ``issues``; a file that is not
-    JSON raises ``InputError``.
+    JSON raises ``InputError``. ``check_text=False``: the caller runs ``check_unicode`` on
+    each row itself (to name the track).
     """
     data = read_json(path, records=True)
     rows = data if isinstance(data, list) else [data]
@@ -284,15 +286,19 @@ def iter_json_array(path: Path, issues: Issues) -> Iterator[tuple[int, dict[str,
         try:
             if not isinstance(r, dict):
                 raise InputError(f"expected a JSON object, got {type(r).__name__}", file=str(path), row=n)
-            check_unicode(r, {"file": str(path), "row": n})
+            if check_text:
+                check_unicode(r, {"file": str(path), "row": n})
         except InputError as e:
             issues.report(e)
             continue
         yield n, r
 
 
-def iter_jsonl(path: Path, issues: Issues) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for each non-blank line; bad lines go to ``issues``."""
+def iter_jsonl(path: Path, issues: Issues, check_text: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line; bad lines go to ``issues``.
+
+    ``check_text=False``: the caller runs ``check_unicode`` on each object itself (to name the track).
+    """
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             try:
@@ -304,7 +310,7 @@ def iter_jsonl(path: Path, issues: Issues) -> Iterator[tuple[int, dict[str, Any]
             if not text.strip():
                 continue
             try:
-                obj = parse_json(text, file=str(path), line=n)
+                obj = parse_json(text, file=str(path), line=n, records=not check_text)
             except InputError as e:
                 issues.report(e)
                 continue

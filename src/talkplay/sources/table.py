@@ -20,6 +20,7 @@ from talkplay.sources.base import (
     Importer,
     Issues,
     add_unique,
+    check_unicode,
     existing_path,
     iter_csv,
     iter_json_array,
@@ -144,7 +145,9 @@ def map_row(row: dict[str, Any], mapping: dict[str, str], split: dict[str, str],
         elif v is not None and isinstance(v, (str, int, float, bool)):
             extra[col] = v
     tid = out.get("id")
-    extra.update(_extra_column(extra_cell, {**where, "track": tid if isinstance(tid, str) and tid else None}))
+    where = {**where, "track": tid if isinstance(tid, str) and tid.strip() else None}
+    check_unicode(row, where)  # JSON rows; CSV and Parquet text is always valid
+    extra.update(_extra_column(extra_cell, where))
     for fld in ("artists", "tags"):
         if fld in out:
             out[fld] = _split(out[fld], split.get(fld, DEFAULT_SPLIT[fld]))
@@ -167,10 +170,10 @@ def iter_rows(path: Path, issues: Issues):
     """Yield ``(line, row, dict)`` for a JSONL, CSV/TSV or Parquet file (one of line/row is None)."""
     suffix = path.suffix.lower()
     if suffix == ".json" and path.read_bytes()[:4096].lstrip().startswith(b"["):
-        for n, r in iter_json_array(path, issues):
+        for n, r in iter_json_array(path, issues, check_text=False):
             yield None, n, r
     elif suffix in (".jsonl", ".ndjson", ".json"):
-        for n, r in iter_jsonl(path, issues):
+        for n, r in iter_jsonl(path, issues, check_text=False):
             yield n, None, r
     elif suffix in (".csv", ".tsv", ".txt"):
         for n, r in iter_csv(path, issues):
