@@ -209,8 +209,8 @@ def _printable(s: str) -> str:
 
 def _lone_surrogate(obj: Any) -> str | None:
     """Field path of the first key or text holding a lone surrogate, else None."""
-    try:  # the common case, in C: everything encodes
-        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    try:  # the common case, in C: everything encodes (default=str: Parquet rows hold dates and bytes)
+        json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8")
         return None
     except UnicodeEncodeError:
         pass
@@ -226,7 +226,7 @@ def _lone_surrogate(obj: Any) -> str | None:
                 if isinstance(k, str) and not _utf8(k):
                     return p
                 stack.append((v, p))
-        elif isinstance(o, list):
+        elif isinstance(o, (list, tuple)):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(o))
     return None
 

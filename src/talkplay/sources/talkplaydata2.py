@@ -164,13 +164,16 @@ def parse_chat(obj: dict[str, Any], cat: Catalog, *, file: str, sid: str) -> Non
 
 def _turn_number(m: dict[str, Any], where: dict[str, Any], fld: str) -> int:
     n = m.get("turn_number")
-    if isinstance(n, str) and n.strip().lstrip("-").isdigit():
-        return int(n)
+    if isinstance(n, float) and n.is_integer():  # Parquet and pandas write whole numbers as floats
+        n = int(n)
+    elif isinstance(n, str):
+        try:
+            n = int(n)
+        except ValueError:
+            pass
     if isinstance(n, int) and not isinstance(n, bool):
         return n
-    if isinstance(n, float) and n.is_integer():
-        return int(n)
-    raise InputError(f"expected a whole number, got {n!r:.60}", field=fld, **where)
+    raise InputError(f"expected a whole number, got {m.get('turn_number')!r:.60}", field=fld, **where)
 
 
 def parse_flat(row: dict[str, Any], cat: Catalog, *, file: str, line: int | None, rown: int | None,
