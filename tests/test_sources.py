@@ -205,3 +205,91 @@ def test_json_array_rows_are_numbered(tmp_path):
     r = cli("import", "table", str(src), "--out", str(tmp_path / "run"))
     msg = str(r.exception)
     assert "songs.json" in msg and "row 2" in msg and "'artists'" in msg
+
+
+# --- regressions: bad values that used to escape as Python exceptions -------------------
+
+def test_broken_json_in_extra_column(tmp_path):
+    """`{bad json` in a CSV's extra column: one clear error naming file, line, track and field, not a
+    JSONDecodeError traceback; --skip-invalid skips that row and imports the others."""
+    src = tmp_path / "songs.csv"
+    src.write_text('id,title,extra\nk1,One,"{""bpm"": 90}"\nk2,Two,{bad json\nk3,Three,\n', encoding="utf-8")
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "talkplay.cli", "import", "table", str(src),
+                          "--out", str(run)], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    msg = " ".join(out.stderr.split())  # rich may wrap a long line
+    assert "songs.csv, line 3, track 'k2', field 'extra': broken JSON" in msg
+    assert not run.exists()
+
+    r = cli("import", "table", str(src), "--out", str(run), "--skip-invalid", "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["skipped"]["count"] == 1 and "line 3" in info["skipped"]["examples"][0]
+    cat = Catalog.load(run)
+    assert cat.ids() == ["k1", "k3"] and cat.get("k1").extra == {"bpm": 90}
+
+
+@pytest.mark.parametrize("cell, words", [
+    ("[1, 2]", "expected a JSON object, got list"),
+    ('"{\\ud800}"', "lone surrogate"),
+    ("[" * 5000, "broken JSON"),
+])
+def test_extra_column_that_is_not_an_object(tmp_path, cell, words):
+    src = tmp_path / "songs.jsonl"
+    write_jsonl(src, [ROWS[0], {"id": "x1", "title": "T", "extra": cell}])
+    r = cli("import", "table", str(src), "--out", str(tmp_path / "run"))
+    assert isinstance(r.exception, InputError), r.output
+    msg = str(r.exception)
+    assert "line 2" in msg and "track 'x1'" in msg and "'extra" in msg and words in msg
+
+
+@pytest.mark.parametrize("row, field, words", [
+    ({"id": "x1", "title": "T", "year": 1e300}, "year", "out of range"),
+    ({"id": "x1", "title": "T", "year": float("inf")}, "year", "expected a year"),
+    ({"id": "x1", "title": "T", "duration": float("inf")}, "duration", "expected seconds"),
+    ({"id": "x1", "title": "T", "duration": True}, "duration", "expected seconds"),
+    ({"id": "x1", "title": "T\ud800"}, "title", "lone surrogate"),
+    ({"id": "x1", "title": "T", "audio": "x" * 300}, "audio", "does not exist"),
+])
+def test_bad_numbers_and_text_name_the_track(tmp_path, row, field, words):
+    src = write_jsonl(tmp_path / "bad.jsonl", [ROWS[0], row])
+    r = cli("import", "table", str(src), "--out", str(tmp_path / "run"))
+    assert isinstance(r.exception, InputError), r.output
+    msg = str(r.exception)
+    assert "line 2" in msg and "track 'x1'" in msg and f"field '{field}'" in msg and words in msg
+
+
+def test_csv_unclosed_quote_fails_whole_file(tmp_path):
+    """A quote left open would swallow every later row into one cell; the file is refused."""
+    src = tmp_path / "songs.csv"
+    src.write_bytes(b'id,title\nk1,One\nk2,"Two\nk3,Three\nk4,Four\n')
+    for flags in ((), ("--skip-invalid",)):
+        r = cli("import", "table", str(src), "--out", str(tmp_path / "run"), *flags)
+        assert isinstance(r.exception, InputError), r.output
+        assert "line 3" in str(r.exception) and "never closed" in str(r.exception)
+    assert not (tmp_path / "run").exists()
+
+
+def test_csv_mapped_column_is_named_in_errors(tmp_path):
+    src = tmp_path / "songs.csv"
+    src.write_text("song_id,song_name,released\nk1,One,1999\nk2,Two,someday\n", encoding="utf-8")
+    r = cli("import", "table", str(src), "--out", str(tmp_path / "run"), "--map", "id=song_id",
+            "--map", "title=song_name", "--map", "year=released")
+    msg = str(r.exception)
+    assert "line 3" in msg and "track 'k2'" in msg and "field 'released'" in msg and "expected a year" in msg
+
+
+def test_catalog_save_is_all_or_nothing(tmp_path):
+    """A table that cannot be stored fails before any file is replaced."""
+    run = tmp_path / "run"
+    src = write_jsonl(tmp_path / "songs.jsonl", ROWS)
+    assert cli("import", "table", str(src), "--out", str(run)).exit_code == 0
+    before = snapshot(run)
+    cat = Catalog.load(run)
+    cat.tracks[0].year = 10**12  # past validation: the int32 column cannot hold it
+    cat.tracks[1].title = "changed"
+    with pytest.raises(InputError, match="cannot store track 's1'"):
+        cat.save(run)
+    assert snapshot(run) == before
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp files left

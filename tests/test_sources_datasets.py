@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from talkplay.catalog import Catalog
@@ -200,3 +201,134 @@ def test_mpd_slices(tmp_path):
     (data / "mpd.slice.3-5.json").write_text(json.dumps(bad))
     r = cli("import", "mpd", str(data), "--out", str(tmp_path / "run2"))
     assert "mpd.slice.3-5.json" in str(r.exception) and "row 1" in str(r.exception)
+
+
+# --- regressions: wrong shapes in TalkPlayData 2 and MPD records ---------------------------
+
+def tpd2_track(tid: str) -> dict:
+    return {"track_id": tid, "title": f"Song {tid}", "artist": "Band", "album": "LP", "lyrics": "la",
+            "tags": ["indie"], "duration": None, "spotify_track_release_date": "2012-11-13",
+            "tempo": "140.60", "key": "D# minor", "popularity": "56"}
+
+
+def tpd2_chat(prefix: str) -> dict:
+    tracks = [tpd2_track(f"{prefix}{i}") for i in range(3)]
+    chat = {"conversation_goal": {"category": "D", "listener_goal": "relax"},
+            "listener_profile": {"age_group": "20s", "success": True},
+            "session_context": {"listener_tracks": tracks[:2], "recommendation_pool_tracks": tracks},
+            "conversation_turns": [{"turn_number": 1, "listener_turn": {"message": "something calm"},
+                                    "recsys_turn": {"message": "try this", "thought": "calm",
+                                                    "track": tracks[2]}}]}
+    return json.loads(json.dumps(chat))  # no shared objects: a change lands in one place
+
+
+def _set(obj: dict, path: tuple, value) -> None:
+    for k in path[:-1]:
+        obj = obj[k]
+    obj[path[-1]] = value
+
+
+TURN = "conversation_turns[0]"
+
+
+@pytest.mark.parametrize("path, value, field, track", [
+    (("listener_profile",), ["not", "an", "object"], "listener_profile", None),
+    (("conversation_goal",), "relax", "conversation_goal", None),
+    (("conversation_turns", 0, "recsys_turn"), "try this", f"{TURN}.recsys_turn", None),
+    (("conversation_turns", 0, "listener_turn", "message"), ["a"], f"{TURN}.listener_turn.message", None),
+    (("session_context", "listener_tracks"), 5, "session_context.listener_tracks", None),
+    (("session_context", "listener_tracks", 1, "title"), ["A", "B"],
+     "session_context.listener_tracks[1].title", "bx1"),
+    (("session_context", "recommendation_pool_tracks", 2, "tempo"), "fast",
+     "session_context.recommendation_pool_tracks[2].tempo", "bx2"),
+    (("session_context", "listener_tracks", 0, "spotify_track_release_date"), {"y": 2012},
+     "session_context.listener_tracks[0].spotify_track_release_date", "bx0"),
+    (("conversation_turns", 0, "recsys_turn", "track"), {**tpd2_track("bx9"), "duration": "long"},
+     f"{TURN}.recsys_turn.track.duration", "bx9"),
+])
+def test_tpd2_chat_wrong_shape_names_file_field_and_track(tmp_path, path, value, field, track):
+    """Used to escape as AttributeError/TypeError/ValueError; now one InputError, and
+    --skip-invalid skips that session only."""
+    good, bad = tpd2_chat("sp"), tpd2_chat("bx")
+    _set(bad, path, value)
+    (tmp_path / "1_2019-01-01.chat.json").write_text(json.dumps(good), encoding="utf-8")
+    (tmp_path / "2_2019-01-01.chat.json").write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        get_importer("talkplaydata2").load(str(tmp_path), Issues())
+    assert e.value.file.endswith("2_2019-01-01.chat.json") and e.value.field == field
+    assert e.value.track == track and (track is None or f"track '{track}'" in str(e.value))
+    issues = Issues(skip_invalid=True)
+    cat = get_importer("talkplaydata2").load(str(tmp_path), issues)
+    assert [c.id for c in cat.conversations] == ["1_2019-01-01"] and len(issues.skipped) == 1
+    assert not [t for t in cat.ids() if t.startswith("bx")]  # the skipped session's tracks are rolled back
+
+
+@pytest.mark.parametrize("key, value, field", [
+    ("user_profile", "abc", "user_profile"),
+    ("conversation_goal", [1, 2], "conversation_goal"),
+    ("session_id", "", "session_id"),
+    ("conversations", [{"turn_number": float("inf"), "role": "user", "content": "hi"}],
+     "conversations[0].turn_number"),
+    ("conversations", [{"turn_number": 1, "role": "music", "content": ["sp1"]}], "conversations[0].content"),
+    ("conversations", [{"turn_number": 1, "role": "user", "content": {"text": "hi"}}],
+     "conversations[0].content"),
+])
+def test_tpd2_flat_wrong_shape_names_line_and_field(tmp_path, key, value, field):
+    good = {"session_id": "s1", "user_profile": {"age_group": "20s"}, "conversation_goal": {"category": "H"},
+            "conversations": [{"turn_number": 1, "role": "user", "content": "hi"},
+                              {"turn_number": 1, "role": "music", "content": "sp1"}]}
+    bad = {**good, "session_id": "s2", key: value}
+    f = tmp_path / "sessions.jsonl"
+    f.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        get_importer("talkplaydata2").load(str(f), Issues())
+    assert "sessions.jsonl, line 2" in str(e.value) and e.value.field == field
+    cat = get_importer("talkplaydata2").load(str(f), Issues(skip_invalid=True))
+    assert [c.id for c in cat.conversations] == ["s1"]
+
+
+def test_tpd2_flat_track_table_names_track(tmp_path):
+    tracks = tmp_path / "track_metadata.jsonl"
+    rows = [tpd2_track("sp1"), {**tpd2_track("sp2"), "popularity": [56]}, tpd2_track("sp1")]
+    tracks.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    sessions = tmp_path / "s.jsonl"
+    sessions.write_text(json.dumps({"session_id": "s1", "conversations": []}) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"line 2, track 'sp2', field 'popularity': expected a number"):
+        get_importer("talkplaydata2").load(str(sessions), Issues())
+    issues = Issues(skip_invalid=True)
+    cat = get_importer("talkplaydata2").load(str(sessions), issues)
+    assert cat.ids() == ["sp1"]
+    assert [(e.line, e.reason) for e in issues.skipped] == [(2, "expected a number, got [56]"),
+                                                            (3, "duplicate track id 'sp1'")]
+
+
+def test_mpd_track_error_names_track_and_field(tmp_path):
+    data = tmp_path / "mpd"
+    data.mkdir()
+    f = mpd_slice(data, range(0, 3))
+    bad = json.loads(f.read_text())
+    uri = bad["playlists"][1]["tracks"][0]["track_uri"]
+    bad["playlists"][1]["tracks"][0]["track_name"] = ["not", "text"]
+    bad["playlists"][2]["tracks"][1]["pos"] = "second"  # used to be a TypeError while sorting
+    f.write_text(json.dumps(bad))
+    r = cli("import", "mpd", str(data), "--out", str(tmp_path / "run"))
+    assert isinstance(r.exception, InputError)
+    assert str(r.exception) == (f"{f}, row 1, track '{uri}', field 'playlists[1].tracks[0].track_name': "
+                                "expected text, got list")
+    r = cli("import", "mpd", str(data), "--out", str(tmp_path / "run"), "--skip-invalid", "--json")
+    info = json.loads(r.stdout)
+    assert info["skipped"]["count"] == 2 and "playlists[2].tracks[1].pos" in info["skipped"]["examples"][1]
+    cat = Catalog.load(tmp_path / "run")
+    assert [p.id for p in cat.playlists] == ["mpd:0"]  # a bad track skips its whole playlist
+
+
+def test_mpd_broken_slice_is_skipped_whole(tmp_path):
+    data = tmp_path / "mpd"
+    data.mkdir()
+    mpd_slice(data, range(0, 2))
+    (data / "mpd.slice.2-3.json").write_bytes(b'{"playlists": [{"pid": 2, "name": "caf\xe9"}]}')
+    r = cli("import", "mpd", str(data), "--out", str(tmp_path / "run"))
+    assert "mpd.slice.2-3.json" in str(r.exception) and "UTF-8" in str(r.exception)
+    r = cli("import", "mpd", str(data), "--out", str(tmp_path / "run"), "--skip-invalid", "--json")
+    assert json.loads(r.stdout)["skipped"]["count"] == 1
+    assert {p.id for p in Catalog.load(tmp_path / "run").playlists} == {"mpd:0", "mpd:1"}

@@ -7,7 +7,9 @@ rows are reported by file, row and field.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,12 +18,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from talkplay.atomic import write_atomic
+from talkplay.atomic import atomic_path
 from talkplay.errors import InputError
 
 MAX_LYRICS_CHARS = 20_000  # longer lyrics are truncated with a warning; megabytes are an error
 MAX_FIELD_CHARS = 1_000  # titles, artists, albums, tags
 MAX_LYRICS_HARD = 1_000_000
+MAX_YEAR = 9999  # the catalog stores years as int32; anything beyond is a typo or a timestamp
 
 TRACKS_FILE = "catalog.parquet"
 PLAYLISTS_FILE = "playlists.parquet"
@@ -109,14 +112,33 @@ class Conversation:
 # --- validation ---------------------------------------------------------------------
 
 
+def _show(value: Any) -> str:
+    """A short repr for messages: a megabyte of bad input must not become a megabyte of error."""
+    try:
+        r = repr(value)
+    except ValueError:  # an int too long to print
+        return f"a {type(value).__name__} too long to show"
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _unicode(value: str, fld: str, where: dict[str, Any]) -> str:
+    # JSON's \ud800-style escapes decode to lone surrogates, which no file format can store
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"holds {value[e.start]!r}, a lone surrogate that is not valid Unicode",
+                         field=fld, **where) from None
+    return value
+
+
 def _req_str(value: Any, fld: str, where: dict[str, Any], allow_empty: bool = False) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and value != value):  # NaN: a null from pandas
         raise InputError("required field is missing", field=fld, **where)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         raise InputError(f"expected text, got {type(value).__name__}", field=fld, **where)
-    value = value.strip()
+    value = _unicode(value, fld, where).strip()
     if not value and not allow_empty:
         raise InputError("must not be empty", field=fld, **where)
     if len(value) > MAX_FIELD_CHARS:
@@ -155,13 +177,18 @@ def validate_track(d: dict[str, Any], *, file: str | None = None, line: int | No
     """
     where: dict[str, Any] = {"file": file, "line": line, "row": row}
     tid = _req_str(d.get("id"), "id", where)
+    where["track"] = tid  # every later error names the track
     title = _req_str(d.get("title"), "title", where)
     year = d.get("year")
     if year is not None and not (isinstance(year, float) and year != year):
         try:
+            if isinstance(year, bool):
+                raise TypeError
             year = int(str(year)[:4]) if isinstance(year, str) else int(year)
-        except (TypeError, ValueError):
-            raise InputError(f"expected a year, got {year!r}", field="year", **where) from None
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"expected a year, got {_show(year)}", field="year", **where) from None
+        if not -MAX_YEAR <= year <= MAX_YEAR:
+            raise InputError(f"year {year} is out of range", field="year", **where)
     else:
         year = None
     lyrics = d.get("lyrics")
@@ -171,26 +198,39 @@ def validate_track(d: dict[str, Any], *, file: str | None = None, line: int | No
         raise InputError(f"is {len(lyrics):,} characters long (limit {MAX_LYRICS_HARD:,})",
                          field="lyrics", **where)
     if lyrics is not None:
-        lyrics = lyrics.strip()[:MAX_LYRICS_CHARS] or None
+        lyrics = _unicode(lyrics, "lyrics", where).strip()[:MAX_LYRICS_CHARS] or None
     audio = _opt_str(d.get("audio"), "audio", where)
     if audio and check_audio and "://" not in audio and not audio.startswith("score:"):
-        if not Path(audio).expanduser().exists():
+        try:
+            found = Path(audio).expanduser().exists()
+        except (OSError, ValueError, RuntimeError):  # NUL byte, name too long, unknown ~user
+            found = False
+        if not found:
             raise InputError(f"audio file does not exist: {audio}", field="audio", **where)
     duration = d.get("duration")
     if duration is not None and not (isinstance(duration, float) and duration != duration):
         try:
+            if isinstance(duration, bool):
+                raise TypeError
             duration = float(duration)
-        except (TypeError, ValueError):
-            raise InputError(f"expected seconds, got {duration!r}", field="duration", **where) from None
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"expected seconds, got {_show(duration)}", field="duration", **where) from None
+        if not math.isfinite(duration):
+            raise InputError(f"expected seconds, got {duration}", field="duration", **where)
         if duration < 0:
             raise InputError("must not be negative", field="duration", **where)
     else:
         duration = None
     extra = d.get("extra") or {}
     if isinstance(extra, str):
-        extra = json.loads(extra)
+        try:
+            extra = json.loads(extra)
+        except (ValueError, RecursionError) as e:
+            raise InputError(f"broken JSON: {e}", field="extra", **where) from None
     if not isinstance(extra, dict):
         raise InputError("expected an object", field="extra", **where)
+    source = d.get("source") or ""
+    source = _unicode(source if isinstance(source, str) else str(source), "source", where)
     return Track(
         id=tid,
         title=title,
@@ -201,7 +241,7 @@ def validate_track(d: dict[str, Any], *, file: str | None = None, line: int | No
         lyrics=lyrics,
         audio=audio,
         duration=duration,
-        source=str(d.get("source") or ""),
+        source=source,
         extra=extra,
     )
 
@@ -221,13 +261,28 @@ _PLAYLIST_SCHEMA = pa.schema([
 _CONVERSATION_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("json", pa.string())])
 
 
-def _write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    table = pa.Table.from_pylist(rows, schema=schema)
-    write_atomic(path, lambda p: pq.write_table(table, p), suffix=".parquet")
-
-
 def _json_dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+def _table(rows: list[dict[str, Any]], schema: pa.Schema, what: str) -> pa.Table:
+    try:
+        return pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        # find the record for the message; the importers' checks should make this unreachable
+        for r in rows:
+            try:
+                pa.Table.from_pylist([r], schema=schema)
+            except (pa.ArrowException, ValueError, TypeError, OverflowError) as e:
+                raise InputError(f"cannot store {what} {r.get('id')!r}: {e}", field=what) from None
+        raise
+
+
+def _json_field(obj: Any, what: str, rid: str) -> str:
+    try:
+        return _json_dumps(obj)
+    except (ValueError, TypeError, RecursionError) as e:
+        raise InputError(f"cannot store {what} {rid!r}: {e}", field=what) from None
 
 
 class Catalog:
@@ -282,15 +337,25 @@ class Catalog:
 
     # -- persistence --
     def save(self, run_dir: str | Path) -> None:
-        """Write the three tables into ``run_dir`` atomically."""
+        """Write the three tables into ``run_dir`` atomically.
+
+        Every table is built before any file is written, and the files replace the old ones
+        only after all three are written, so a failure leaves the run as it was.
+        """
         run_dir = Path(run_dir)
+        tables = {
+            TRACKS_FILE: _table([{**asdict(t), "extra": _json_field(t.extra, "track", t.id)}
+                                 for t in self.tracks], _TRACK_SCHEMA, "track"),
+            PLAYLISTS_FILE: _table([asdict(p) for p in self.playlists], _PLAYLIST_SCHEMA, "playlist"),
+            CONVERSATIONS_FILE: _table([
+                {"id": c.id, "source": c.source, "json": _json_field(c.to_dict(), "conversation", c.id)}
+                for c in self.conversations], _CONVERSATION_SCHEMA, "conversation"),
+        }
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_parquet(run_dir / TRACKS_FILE, [
-            {**asdict(t), "extra": _json_dumps(t.extra)} for t in self.tracks], _TRACK_SCHEMA)
-        _write_parquet(run_dir / PLAYLISTS_FILE, [asdict(p) for p in self.playlists], _PLAYLIST_SCHEMA)
-        _write_parquet(run_dir / CONVERSATIONS_FILE, [
-            {"id": c.id, "source": c.source, "json": _json_dumps(c.to_dict())} for c in self.conversations],
-            _CONVERSATION_SCHEMA)
+        with contextlib.ExitStack() as stack:
+            for name, table in tables.items():
+                tmp = stack.enter_context(atomic_path(run_dir / name, suffix=".parquet"))
+                pq.write_table(table, tmp)
 
     @classmethod
     def exists(cls, run_dir: str | Path) -> bool:

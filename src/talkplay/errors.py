@@ -8,9 +8,9 @@ class TalkPlayError(Exception):
 
 
 class InputError(TalkPlayError):
-    """Bad input data, located by file, line or row, and field.
+    """Bad input data, located by file, line or row, track and field.
 
-    Call as ``InputError("title is empty", file="a.jsonl", line=3, field="title")``.
+    Call as ``InputError("title is empty", file="a.jsonl", line=3, track="t7", field="title")``.
     """
 
     def __init__(
@@ -21,12 +21,14 @@ class InputError(TalkPlayError):
         line: int | None = None,
         row: int | None = None,
         field: str | None = None,
+        track: str | None = None,
     ) -> None:
         self.reason = message
         self.file = file
         self.line = line
         self.row = row
         self.field = field
+        self.track = track
         super().__init__(self.format())
 
     def format(self) -> str:
@@ -37,6 +39,8 @@ class InputError(TalkPlayError):
             where.append(f"line {self.line}")
         if self.row is not None:
             where.append(f"row {self.row}")
+        if self.track is not None:
+            where.append(f"track {self.track!r}")
         if self.field:
             where.append(f"field '{self.field}'")
         prefix = ", ".join(where)

@@ -19,75 +19,56 @@ from talkplay.sources.base import (
     Issues,
     existing_path,
     iter_jsonl,
-    make_track,
     register,
     rollback,
     snapshot,
 )
+from talkplay.sources.fields import build_track, want_dict, want_id, want_ids, want_list, want_text
+
+# catalog field -> CPCD key, for error messages; the id is the key of the ``tracks`` object
+TRACK_KEYS: dict[str, str | None] = {"id": None, "title": "track_titles", "artists": "track_artists",
+                                     "album": "track_release_titles"}
 
 
-def _id_list(value: Any, fld: str, where: dict[str, Any]) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-        raise InputError("expected a list of track ids", field=fld, **where)
-    return list(value)
+def parse_conversation(obj: dict[str, Any], cat: Catalog, *, file: str, line: int) -> None:
+    """Add one CPCD record's tracks, goal playlist and conversation to ``cat``.
 
-
-def _text(value: Any, fld: str, where: dict[str, Any]) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InputError(f"expected text, got {type(value).__name__}", field=fld, **where)
-    return value
-
-
-def parse_conversation(obj: dict[str, Any], cat: Catalog, issues: Issues, *, file: str, line: int) -> None:
-    """Add one CPCD record's tracks, goal playlist and conversation to ``cat``."""
-    where = {"file": file, "line": line}
-    cid = obj.get("id")
-    if not isinstance(cid, str) or not cid.strip():
-        raise InputError("required field is missing or not text", field="id", **where)
-    tracks = obj.get("tracks") or {}
-    if not isinstance(tracks, dict):
-        raise InputError("expected an object of track id -> metadata", field="tracks", **where)
+    Any bad value raises ``InputError``; the caller rolls the record back.
+    """
+    where: dict[str, Any] = {"file": file, "line": line}
+    cid = want_id(obj, "id", where)
+    tracks = want_dict(obj, "tracks", where)
     for tid, meta in tracks.items():
-        if not isinstance(meta, dict):
-            raise InputError("expected an object", field=f"tracks.{tid}", **where)
-        if tid in cat.index:  # the same track appears in many conversations
+        if not tid.strip():
+            raise InputError("empty track id", field="tracks", **where)
+        meta = want_dict(tracks, tid, where, path="tracks.", required=True)
+        if tid in cat.index:  # the same track appears in many conversations; the first copy is kept
             continue
         titles = meta.get("track_titles")
         if isinstance(titles, list):
             titles = titles[0] if titles else None
-        t = make_track({"id": tid, "title": titles, "artists": meta.get("track_artists"),
-                        "album": meta.get("track_release_titles"), "source": "cpcd",
-                        "audio": None}, issues, file=file, line=line)
-        if t is not None:
-            t.extra["url"] = f"https://www.youtube.com/watch?v={tid}"
-            cat.add_track(t)
-    turns_raw = obj.get("turns")
-    if not isinstance(turns_raw, list):
-        raise InputError("expected a list of turns", field="turns", **where)
+        t = build_track({"id": tid, "title": titles, "artists": meta.get("track_artists"),
+                         "album": meta.get("track_release_titles"), "source": "cpcd", "audio": None},
+                        {**where, "track": tid}, f"tracks.{tid}", TRACK_KEYS)
+        t.extra["url"] = f"https://www.youtube.com/watch?v={t.id}"
+        cat.add_track(t)
     turns = []
-    for i, tr in enumerate(turns_raw):
-        if not isinstance(tr, dict):
-            raise InputError("expected an object", field=f"turns[{i}]", **where)
+    for i, tr in enumerate(want_list(obj, "turns", where, required=True)):
         f = f"turns[{i}]."
-        liked = _id_list(tr.get("liked_results"), f + "liked_results", where)
-        disliked = _id_list(tr.get("disliked_results"), f + "disliked_results", where)
-        queries = tr.get("search_queries") or []
-        results = tr.get("search_results") or []
-        if not isinstance(queries, list) or not isinstance(results, list):
-            raise InputError("expected lists", field=f + "search_results", **where)
+        if not isinstance(tr, dict):
+            raise InputError(f"expected an object, got {type(tr).__name__}", field=f"turns[{i}]", **where)
+        liked = want_ids(tr.get("liked_results"), f + "liked_results", where)
+        disliked = want_ids(tr.get("disliked_results"), f + "disliked_results", where)
         turns.append(Turn(
-            user=_text(tr.get("user_query"), f + "user_query", where),
-            assistant=_text(tr.get("system_response"), f + "system_response", where),
+            user=want_text(tr, "user_query", where, f) or "",
+            assistant=want_text(tr, "system_response", where, f) or "",
             recommended=[t for t in liked + disliked if t in tracks],
             liked=liked,
             disliked=disliked,
-            extra={"search_queries": queries, "search_results": results},
+            extra={"search_queries": want_list(tr, "search_queries", where, f),
+                   "search_results": want_list(tr, "search_results", where, f)},
         ))
-    goal = _id_list(obj.get("goal_playlist"), "goal_playlist", where)
+    goal = want_ids(obj.get("goal_playlist"), "goal_playlist", where)
     cat.conversations.append(Conversation(id=cid, turns=turns, goal=goal, source="cpcd"))
     if goal:
         first = turns[0].user if turns else cid
@@ -102,7 +83,10 @@ class CPCDImporter(Importer):
     options = ("limit",)
 
     def load(self, path: str, issues: Issues, limit: int | None = None, **_: Any) -> Catalog:
-        """Read a CPCD JSONL file (or a folder of them) into tracks, goal playlists and conversations."""
+        """Read a CPCD JSONL file (or a folder of them) into tracks, goal playlists and conversations.
+
+        A record with any bad value (a bad track included) is skipped whole under ``--skip-invalid``.
+        """
         p = existing_path(path)
         files = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
         cat = Catalog()
@@ -118,11 +102,10 @@ class CPCDImporter(Importer):
                     continue
                 snap = snapshot(cat)
                 try:
-                    parse_conversation(obj, cat, issues, file=str(fp), line=n)
+                    parse_conversation(obj, cat, file=str(fp), line=n)
                 except InputError as e:
                     rollback(cat, snap)
                     issues.report(e)
                     continue
                 seen[str(cid)] = f"{Path(fp).name} line {n}"
         return cat
-
