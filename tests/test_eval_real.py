@@ -16,6 +16,7 @@ from talkplay.evaluate.metrics import K_VALUES
 from talkplay.run import Run
 from talkplay.sources.base import Issues
 from talkplay.sources.cpcd import CPCDImporter
+from talkplay.splits import held_out_ids
 from test_metrics import official_scores
 
 runner = CliRunner()
@@ -43,7 +44,7 @@ def test_cpcd_predictions_score_identically_under_the_official_formula(cpcd_slic
                         catch_exceptions=False)
     assert res.exit_code == 0
     report = json.loads(res.stdout)
-    test_ids = set(run.stage("eval_split")["test_ids"])
+    test_ids = held_out_ids(run, record=False)  # eval is read-only: the split is derived, not recorded
     assert len(test_ids) == N_DIALOGS // 8
     gold_dialogs = [d for d in raw if d["id"] in test_ids]
     for system in ("popularity", "bm25", "hybrid"):
