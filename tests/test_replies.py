@@ -63,14 +63,23 @@ def test_names_are_found_whole_longest_first_and_not_as_sentence_openers():
     assert found == [("title", "Love Me Do"), ("title", "Stay"), ("title", "Yesterday"),
                      ("artist", "The Beatles"), ("artist", "Rihanna")]
     assert names.find("lovely love and stay") == []  # case-sensitive, whole words only
+    # streaming holds back what may still become a name or a quotation
+    assert names.pending("I like Love Me") == len("I like ")
+    assert names.pending('Try "Some long title that is not') == len("Try ")
+    assert names.pending("Nothing here at all") == len("Nothing here at ")
 
 
 def test_unfaithful_allows_own_tracks_their_artists_and_the_users_words():
     names = CatalogNames(CATALOG)
     assert names.unfaithful("Here is Love Me Do by The Beatles.", ["a"]) == []
-    assert [m.name for m in names.unfaithful('Here is "Stay" by Rihanna.', ["a"])] == ["Stay", "Rihanna"]
+    assert [(m.kind, m.name) for m in names.unfaithful('Here is "Stay" by Rihanna.', ["a"])] == [
+        ("quoted", "Stay"), ("title", "Stay"), ("artist", "Rihanna")]
     # Hey Jude's artist is the allowed track's artist; Hey Jude itself is not allowed
     assert [m.name for m in names.unfaithful("The Beatles again, like Hey Jude.", ["a"])] == ["Hey Jude"]
+    # a quoted title is a claim even when the catalog has no such track; quoting a card is not
+    bad = names.unfaithful('Try "Moonlight Serenade" tonight.', ["a"])
+    assert [(m.kind, m.name) for m in bad] == [("quoted", "Moonlight Serenade")]
+    assert names.unfaithful('Try "Love Me Do", from "Please Please Me".', ["a"]) == []
     # echoing what the user asked for is not a claim about the cards
     assert names.unfaithful("You asked for Rihanna; try this.", ["a"], context="something like rihanna") == []
 

@@ -15,6 +15,10 @@ How a name is recognised (so that ordinary words are not read as titles):
   at the start of a sentence unless quoted ("Stay calm." is not the song "Stay");
 - what the conversation's own user turns say, and any name found in an allowed track's
   title, artists or album, is allowed: echoing the request or describing a card is honest.
+
+A reply also may not put in double quotes anything but (part of) an allowed track's title,
+artists or album, or the user's words: a quoted title the catalog does not have is still a
+title the answer did not bring (``kind="quoted"``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from talkplay.catalog import Catalog
 
 WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+QUOTED = re.compile(r'["“]([^"“”\n]{1,200})["”]')
 MAX_WORDS = 12  # longer names are matched on their first MAX_WORDS words
 QUOTES = "\"'“‘«"
 
@@ -99,6 +104,9 @@ class CatalogNames:
         if not ws:
             return len(text)
         cut = ws[-1][1]
+        opened = _open_quote(text)  # a quotation still being written may become a claim
+        if opened is not None:
+            cut = min(cut, opened)
         for i in range(max(0, len(ws) - self.max_words), len(ws) - 1):
             run = tuple(w for w, _, _ in ws[i: len(ws) - 1])
             if run in self.prefixes or run in self.keys:
@@ -130,6 +138,7 @@ class CatalogNames:
         """The mentions in ``reply`` that name neither an allowed track nor its artist.
 
         ``context``: text the reply may echo (the user's own words in the conversation).
+        Quoted text that is no part of an allowed track's fields nor of ``context`` counts too.
         """
         allowed = set(allowed_ids)
         fields = [context]
@@ -143,10 +152,28 @@ class CatalogNames:
             if m.track_ids & allowed:  # a title of an allowed track, or an artist of one
                 continue
             said = reply[m.start: m.end].lower()
-            if re.search(r"(?<!\w)" + re.escape(said) + r"(?!\w)", free):
+            if _occurs(said, free):
                 continue
             bad.append(m)
-        return bad
+        for q in QUOTED.finditer(reply):
+            said = q.group(1).strip(" .,;:!?")
+            if words(said) and not _occurs(said.lower(), free):
+                bad.append(Mention(q.start(), q.end(), "quoted", said, frozenset()))
+        return sorted(bad, key=lambda m: m.start)
+
+
+def _occurs(said: str, free: str) -> bool:
+    """``said`` (lower-cased) occurs in ``free`` as whole words."""
+    return re.search(r"(?<!\w)" + re.escape(said) + r"(?!\w)", free) is not None
+
+
+def _open_quote(text: str) -> int | None:
+    """Where an unclosed double quote opens in ``text``, if one does."""
+    if text.count('"') % 2:
+        return text.rfind('"')
+    if text.rfind("“") > text.rfind("”"):
+        return text.rfind("“")
+    return None
 
 
 def _sentence_start(text: str, start: int) -> bool:
