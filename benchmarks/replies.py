@@ -21,7 +21,7 @@ from cpcd import print_table  # noqa: E402
 
 from talkplay.engine import Engine, EngineConfig  # noqa: E402
 from talkplay.evaluate.protocols import make_cases  # noqa: E402
-from talkplay.evaluate.replies import last_turns, reply_report  # noqa: E402
+from talkplay.evaluate.replies import reply_report  # noqa: E402
 from talkplay.evaluate.report import markdown_table  # noqa: E402
 from talkplay.run import Run  # noqa: E402
 from talkplay.splits import run_split  # noqa: E402
@@ -38,9 +38,11 @@ def main() -> None:
     catalog = run.load_catalog(validate=False)
     convs = run_split(run, catalog, record=False).test
     cases = make_cases(args.protocol, convs, catalog.ids(), False)
-    rows, samples = [], []
+    rows, samples, shown = [], [], []
     for guard in (False, True):
         engine = Engine.load(run.path, EngineConfig(guard_replies=guard))
+        if guard and getattr(getattr(engine, "render_cfg", None), "cards", None) is None:
+            break  # a model trained without cards has no guard: the first pass says it all
         t0 = time.perf_counter()
         rep = reply_report(engine, cases, catalog, args.limit)
         per = (time.perf_counter() - t0) / max(rep["n_replies"], 1)
@@ -49,16 +51,16 @@ def main() -> None:
                      "–" if rep["request_mention"] is None else f"{rep['request_mention']:.3f}",
                      f"{per:.2f}"])
         if not guard:
-            samples = rep["unfaithful_examples"][:3]
-        else:
-            for case in last_turns(cases, 3):
-                resp = engine.respond(case.context, k=3, exclude=case.exclude)
-                print(f"\nrequest: {case.context.turns[-1].user[:200]}")
-                for r in resp.recommendations:
-                    print("  card:", catalog.get(r.track_id).text())
-                print("  reply:", resp.reply)
+            samples = [r for r in rep["replies"] if r["unfaithful"]][:3]
+        shown = rep["replies"][:3]
+    for r in shown:
+        print(f"\nrequest: {r['request'][:200]}")
+        for card in r["cards"]:
+            print("  card:", card)
+        print("  reply:", r["reply"])
     for s in samples:
-        print(f"\nunfaithful without the guard: {s['reply']!r}\n  cards: {s['cards']}\n  named: {s['names']}")
+        print(f"\nunfaithful without the guard: {s['reply']!r}\n  cards: {s['cards']}\n"
+              f"  named: {s['unfaithful']}")
     print()
     header = ["replies", "n", "faithful", "distinct-2", "mentions request", "s / answer"]
     if args.markdown:

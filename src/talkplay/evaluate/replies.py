@@ -10,6 +10,9 @@ answers as in a chat (``engine.respond(context, k)``), and the reply is checked:
   repeats; a model that says the same thing to everyone scores near 0);
 - ``request_mention``: among requests that name a catalog tag or artist, the share of
   replies that mention one of them.
+
+Every answer is kept in the report (``replies``: request, cards, reply and what it named
+that it should not have), so the figures can be read, not only trusted.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from talkplay.log import progress
 from talkplay.names import CatalogNames
 
 REPLY_K = 3  # tracks per answer, as in a chat
-EXAMPLES = 5  # unfaithful replies kept in the report, to read
 
 
 def distinct_2(replies: list[str]) -> float:
@@ -53,7 +55,7 @@ def reply_report(engine: Any, cases: list[EvalCase], catalog: Catalog, limit: in
     """Reply metrics of ``engine`` (an ``Engine``) on one turn per conversation; see the module doc."""
     names = CatalogNames(catalog)
     tags = {t.strip().lower() for tr in catalog.tracks for t in tr.tags if len(t.strip()) >= 3}
-    replies, faithful, named, mentioned, examples = [], 0, 0, 0, []
+    replies, faithful, named, mentioned, records = [], 0, 0, 0, []
     picked = last_turns(cases, limit)
     for case in progress(picked, total=len(picked), desc="replies"):
         resp = engine.respond(case.context, k=REPLY_K, exclude=case.exclude)
@@ -61,10 +63,9 @@ def reply_report(engine: Any, cases: list[EvalCase], catalog: Catalog, limit: in
         bad = ReplyGuard(names, case.context, ids).violations(resp.reply, final=True)
         replies.append(resp.reply)
         faithful += not bad
-        if bad and len(examples) < EXAMPLES:
-            examples.append({"conversation": case.conversation_id, "turn": case.turn_index,
-                             "reply": resp.reply, "cards": [catalog.get(t).text() for t in ids],
-                             "names": [m.name for m in bad]})
+        records.append({"conversation": case.conversation_id, "turn": case.turn_index,
+                        "request": case.context.turns[-1].user, "cards": [catalog.get(t).text() for t in ids],
+                        "reply": resp.reply, "unfaithful": [m.name for m in bad]})
         terms = request_terms(case.context.turns[-1].user, names, tags)
         if terms:
             named += 1
@@ -79,5 +80,5 @@ def reply_report(engine: Any, cases: list[EvalCase], catalog: Catalog, limit: in
         "requests_naming": named,
         "guarded": bool(getattr(engine.cfg, "guard_replies", False) and getattr(
             getattr(engine, "render_cfg", None), "cards", None) is not None),
-        "unfaithful_examples": examples,
+        "replies": records,  # every answer, to read; "unfaithful" lists what each named wrongly
     }
