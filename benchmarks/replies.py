@@ -41,8 +41,6 @@ def main() -> None:
     rows, samples, shown = [], [], []
     for guard in (False, True):
         engine = Engine.load(run.path, EngineConfig(guard_replies=guard))
-        if guard and getattr(getattr(engine, "render_cfg", None), "cards", None) is None:
-            break  # a model trained without cards has no guard: the first pass says it all
         t0 = time.perf_counter()
         rep = reply_report(engine, cases, catalog, args.limit)
         per = (time.perf_counter() - t0) / max(rep["n_replies"], 1)

@@ -104,6 +104,10 @@ class ContentEngine(Engine):
         return cls(model, tok, catalog, cfg, rcfg, meta.get("text_model"), meta.get("reply_tracks"))
 
     @property
+    def guards_replies(self) -> bool:
+        return self.cfg.guard_replies
+
+    @property
     def names(self) -> CatalogNames:
         """The catalog's titles and artists, for guarding replies (built on first use)."""
         if getattr(self, "_names", None) is None:
@@ -213,8 +217,8 @@ class ContentEngine(Engine):
                 ids += self.tokenizer(cards(r.track_id), add_special_tokens=False)["input_ids"]
         # without cards no separator here: in training it is tokenized with the reply's first word
         out, cache = self._forward(self._embed(ids, slots, opens), cache)
-        guard = (ReplyGuard(self.names, conversation, [r.track_id for r in recs])
-                 if self.cfg.guard_replies and cards is not None else None)
+        ids = [r.track_id for r in recs]
+        guard = ReplyGuard(self.names, conversation, ids) if self.guards_replies else None
         yield from ReplyWriter(self, guard).stream(out.logits[0, -1], cache)
 
 

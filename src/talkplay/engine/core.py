@@ -45,7 +45,7 @@ class EngineConfig:
     is raised to k when smaller. ``temperature`` 0 means greedy replies. ``device``:
     ``auto`` (the GPU when torch sees one, else the CPU), or any torch device string.
     ``guard_replies``: roll back a reply that names a catalog title or artist outside the
-    answer's and the conversation's tracks (``talkplay.engine.reply``; models with cards).
+    answer's and the conversation's tracks (``talkplay.engine.reply``; content-grounded models).
     """
 
     method: str = "auto"
@@ -151,6 +151,12 @@ class Engine:
         model = AutoModelForCausalLM.from_pretrained(run.model_dir, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
         return cls(model, tokenizer, music, run.load_catalog(validate=False), cfg)
+
+    @property
+    def guards_replies(self) -> bool:
+        """Whether replies are checked against the answer's tracks as they are written
+        (``EngineConfig.guard_replies``; the content-grounded engine does, this one not)."""
+        return False
 
     # -- ids level ----------------------------------------------------------------------
     def _stop_ids(self) -> set[int]:

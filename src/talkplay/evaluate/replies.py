@@ -78,7 +78,6 @@ def reply_report(engine: Any, cases: list[EvalCase], catalog: Catalog, limit: in
         "distinct_2": round(distinct_2(replies), 4),
         "request_mention": round(mentioned / named, 4) if named else None,
         "requests_naming": named,
-        "guarded": bool(getattr(engine.cfg, "guard_replies", False) and getattr(
-            getattr(engine, "render_cfg", None), "cards", None) is not None),
+        "guarded": engine.guards_replies,
         "replies": records,  # every answer, to read; "unfaithful" lists what each named wrongly
     }
