@@ -66,6 +66,7 @@ def test_names_are_found_whole_longest_first_and_not_as_sentence_openers():
     # streaming holds back what may still become a name or a quotation
     assert names.pending("I like Love Me") == len("I like ")
     assert names.pending('Try "Some long title that is not') == len("Try ")
+    assert names.pending('Try "Song 0"') == len("Try ")
     assert names.pending("Nothing here at all") == len("Nothing here at ")
 
 
@@ -80,6 +81,7 @@ def test_unfaithful_allows_own_tracks_their_artists_and_the_users_words():
     bad = names.unfaithful('Try "Moonlight Serenade" tonight.', ["a"])
     assert [(m.kind, m.name) for m in bad] == [("quoted", "Moonlight Serenade")]
     assert names.unfaithful('Try "Love Me Do", from "Please Please Me".', ["a"]) == []
+    assert [m.name for m in names.unfaithful('How about "Für Elise', ["a"])] == ["Für Elise"]  # left open
     # echoing what the user asked for is not a claim about the cards
     assert names.unfaithful("You asked for Rihanna; try this.", ["a"], context="something like rihanna") == []
 

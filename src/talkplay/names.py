@@ -107,6 +107,9 @@ class CatalogNames:
         opened = _open_quote(text)  # a quotation still being written may become a claim
         if opened is not None:
             cut = min(cut, opened)
+        closed = [q for q in QUOTED.finditer(text) if q.end() >= len(text.rstrip())]
+        if closed:  # one that just closed is judged with the next character
+            cut = min(cut, closed[-1].start())
         for i in range(max(0, len(ws) - self.max_words), len(ws) - 1):
             run = tuple(w for w, _, _ in ws[i: len(ws) - 1])
             if run in self.prefixes or run in self.keys:
@@ -134,11 +137,13 @@ class CatalogNames:
             i += n
         return out
 
-    def unfaithful(self, reply: str, allowed_ids: Iterable[str], context: str = "") -> list[Mention]:
+    def unfaithful(self, reply: str, allowed_ids: Iterable[str], context: str = "",
+                   final: bool = True) -> list[Mention]:
         """The mentions in ``reply`` that name neither an allowed track nor its artist.
 
         ``context``: text the reply may echo (the user's own words in the conversation).
-        Quoted text that is no part of an allowed track's fields nor of ``context`` counts too.
+        Quoted text that is no part of an allowed track's fields nor of ``context`` counts too;
+        in a ``final`` reply, so does a quotation left open.
         """
         allowed = set(allowed_ids)
         fields = [context]
@@ -155,10 +160,14 @@ class CatalogNames:
             if _occurs(said, free):
                 continue
             bad.append(m)
-        for q in QUOTED.finditer(reply):
-            said = q.group(1).strip(" .,;:!?")
+        quotes = [(q.start(), q.end(), q.group(1)) for q in QUOTED.finditer(reply)]
+        opened = _open_quote(reply) if final else None
+        if opened is not None:
+            quotes.append((opened, len(reply), reply[opened + 1:]))
+        for start, end, said in quotes:
+            said = said.strip(" .,;:!?")
             if words(said) and not _occurs(said.lower(), free):
-                bad.append(Mention(q.start(), q.end(), "quoted", said, frozenset()))
+                bad.append(Mention(start, end, "quoted", said, frozenset()))
         return sorted(bad, key=lambda m: m.start)
 
 

@@ -47,7 +47,7 @@ class ReplyGuard:
 
     def violations(self, text: str, final: bool) -> list[Mention]:
         """Names ``text`` may not make; before the end only those a word boundary closes."""
-        bad = self.names.unfaithful(text, self.allowed, self.context)
+        bad = self.names.unfaithful(text, self.allowed, self.context, final)
         return bad if final else [m for m in bad if m.end < len(text)]
 
 
@@ -114,6 +114,9 @@ class ReplyWriter:
             out, cache = lm_forward(eng.model, cache, input_ids=torch.tensor([[tok]], device=eng.device),
                                     logits_to_keep=1)
             history.append(out.logits[0, -1].float())
+        # the guarantee, whatever the rollbacks did: cut before anything still unfaithful
+        while self.guard and (bad := self.guard.violations(text, True)):
+            text = text[: min(m.start for m in bad)].rstrip(" ,;:-(\"'“")
         if text.startswith(sent) and len(text) > len(sent):
             yield text[len(sent):] if sent else text
 
