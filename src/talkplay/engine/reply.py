@@ -5,8 +5,9 @@ prompt that ends after the answer's music blocks and cards. Each token is picked
 engine's picker (greedy or top-p) with music markup masked. With a ``ReplyGuard``, a reply
 that names a catalog title or artist outside the allowed tracks is rolled back to the
 token where that name began; that token is banned at that position and writing goes on.
-After ``MAX_ROLLBACKS`` the reply is cut before the name instead. Text is streamed with the
-last few words held back, so nothing a rollback removes was ever shown.
+After ``MAX_ROLLBACKS`` the reply is cut before the name instead. Text is streamed with a
+name or quotation still being written held back, so nothing a rollback removes was ever
+shown.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from talkplay.catalog import Conversation
 from talkplay.engine.ranking import lm_forward
+from talkplay.exclusion import session_exclude
 from talkplay.names import CatalogNames, Mention
 
 MAX_ROLLBACKS = 24
@@ -39,10 +41,8 @@ class ReplyGuard:
 
     def __init__(self, names: CatalogNames, conversation: Conversation, answer_ids: Iterable[str]) -> None:
         self.names = names
-        allowed = set(answer_ids)
-        for t in conversation.turns:
-            allowed.update(t.recommended, t.liked, t.disliked, t.extra.get("user_tracks") or ())
-        self.allowed = allowed
+        shown = [x for t in conversation.turns for x in t.extra.get("user_tracks") or ()]
+        self.allowed = session_exclude(conversation, answer_ids, shown)  # every track seen so far
         self.context = "\n".join(t.user for t in conversation.turns)
 
     def violations(self, text: str, final: bool) -> list[Mention]:
