@@ -33,13 +33,14 @@ def main() -> None:
     ap.add_argument("--protocol", default="cpcd")
     ap.add_argument("--limit", type=int, default=60)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--guarded-only", action="store_true", help="skip the model-alone pass")
     args = ap.parse_args()
     run = Run(args.run)
     catalog = run.load_catalog(validate=False)
     convs = run_split(run, catalog, record=False).test
     cases = make_cases(args.protocol, convs, catalog.ids(), False)
     rows, samples, shown = [], [], []
-    for guard in (False, True):
+    for guard in (True,) if args.guarded_only else (False, True):
         engine = Engine.load(run.path, EngineConfig(guard_replies=guard))
         t0 = time.perf_counter()
         rep = reply_report(engine, cases, catalog, args.limit)

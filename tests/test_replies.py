@@ -67,6 +67,7 @@ def test_names_are_found_whole_longest_first_and_not_as_sentence_openers():
     assert names.pending("I like Love Me") == len("I like ")
     assert names.pending('Try "Some long title that is not') == len("Try ")
     assert names.pending('Try "Song 0"') == len("Try ")
+    assert names.pending('So "Love Me') == len("So ")  # a name begun inside an open quotation
     assert names.pending("Nothing here at all") == len("Nothing here at ")
 
 

@@ -113,7 +113,7 @@ class CatalogNames:
         for i in range(max(0, len(ws) - self.max_words), len(ws) - 1):
             run = tuple(w for w, _, _ in ws[i: len(ws) - 1])
             if run in self.prefixes or run in self.keys:
-                cut = ws[i][1]
+                cut = min(cut, ws[i][1])
                 break
         return cut
 
