@@ -30,7 +30,7 @@ from talkplay.tracks.features import TrackSlots
 from talkplay.train import TrainConfig, train_run
 
 TINY = dict(base_model="tiny", track_repr="content", lora=False, init="mean_cov", batch_size=16,
-            lr=3e-3, max_length=256, save_every=1000, max_steps=150)
+            lr=3e-3, max_length=256, save_every=1000, max_steps=150, cards=True)
 
 
 def liar(kw: str, i: int) -> str:

@@ -48,8 +48,9 @@ DEMO_COLLECTIONS = {
 # audio embeddings) with all 30 layers and LoRA: the pretrained LM keeps writing fluent
 # replies, and a track needs no token of its own to learn. Training is bounded by time, not
 # steps, so the first run fits 15 minutes on a slow 2-core machine (BENCHMARKS.md, "Demo").
+# cards: the demo is a chat, so its replies copy from each track's card (costs some ranking)
 DEMO_TRAIN = {"time_budget": 6.0, "epochs": 1.0, "batch_size": 8, "max_length": 256, "init": "describe",
-              "lora": True, "lr": 1e-3}
+              "lora": True, "lr": 1e-3, "cards": True}
 # about sqrt(catalog) clusters per modality: coarse codes a short training can learn
 DEMO_TOKENIZE = {"k": 25}
 # synthesized dialogs carry no goal playlist: score each turn's recommended track (next-track)
