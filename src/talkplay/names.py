@@ -46,6 +46,14 @@ class Mention:
     track_ids: frozenset[str]
 
 
+@dataclass(frozen=True)
+class Allowance:
+    """What a reply may name: track ``ids``, and lower-cased ``text`` it may quote or echo."""
+
+    ids: frozenset[str]
+    text: str
+
+
 def words(text: str) -> list[tuple[str, int, int]]:
     """``[(word, start, end), ...]`` for every word of ``text``."""
     return [(m.group(), m.start(), m.end()) for m in WORD.finditer(text)]
@@ -137,27 +145,33 @@ class CatalogNames:
             i += n
         return out
 
-    def unfaithful(self, reply: str, allowed_ids: Iterable[str], context: str = "",
-                   final: bool = True) -> list[Mention]:
-        """The mentions in ``reply`` that name neither an allowed track nor its artist.
-
-        ``context``: text the reply may echo (the user's own words in the conversation).
-        Quoted text that is no part of an allowed track's fields nor of ``context`` counts too;
-        in a ``final`` reply, so does a quotation left open.
-        """
-        allowed = set(allowed_ids)
+    def allowance(self, allowed_ids: Iterable[str], context: str = "") -> Allowance:
+        """What a reply may name: ``allowed_ids`` and the text it may quote (their titles,
+        artists and albums, and ``context``: the user's own words in the conversation)."""
+        ids = frozenset(allowed_ids)
         fields = [context]
-        for tid in allowed:
+        for tid in ids:
             if tid in self.catalog.index:
                 tr = self.catalog.get(tid)
                 fields += [tr.title, *tr.artists, tr.album or ""]
-        free = " \n ".join(fields).lower()
+        return Allowance(ids, " \n ".join(fields).lower())
+
+    def unfaithful(self, reply: str, allowed: Iterable[str] | Allowance, context: str = "",
+                   final: bool = True) -> list[Mention]:
+        """The mentions in ``reply`` that name neither an allowed track nor its artist.
+
+        ``allowed``: track ids (with ``context``, the text the reply may echo) or an
+        ``Allowance`` built once for many checks. Quoted text that is no part of an allowed
+        track's fields nor of the context counts too; in a ``final`` reply, so does a
+        quotation left open.
+        """
+        if not isinstance(allowed, Allowance):
+            allowed = self.allowance(allowed, context)
         bad = []
         for m in self.find(reply):
-            if m.track_ids & allowed:  # a title of an allowed track, or an artist of one
+            if m.track_ids & allowed.ids:  # a title of an allowed track, or an artist of one
                 continue
-            said = reply[m.start: m.end].lower()
-            if _occurs(said, free):
+            if occurs(reply[m.start: m.end].lower(), allowed.text):
                 continue
             bad.append(m)
         quotes = [(q.start(), q.end(), q.group(1)) for q in QUOTED.finditer(reply)]
@@ -166,14 +180,14 @@ class CatalogNames:
             quotes.append((opened, len(reply), reply[opened + 1:]))
         for start, end, said in quotes:
             said = said.strip(" .,;:!?")
-            if words(said) and not _occurs(said.lower(), free):
+            if words(said) and not occurs(said.lower(), allowed.text):
                 bad.append(Mention(start, end, "quoted", said, frozenset()))
         return sorted(bad, key=lambda m: m.start)
 
 
-def _occurs(said: str, free: str) -> bool:
-    """``said`` (lower-cased) occurs in ``free`` as whole words."""
-    return re.search(r"(?<!\w)" + re.escape(said) + r"(?!\w)", free) is not None
+def occurs(said: str, text: str) -> bool:
+    """``said`` occurs in ``text`` as whole words (``occurs("jazz", "cool jazz, please")``)."""
+    return re.search(r"(?<!\w)" + re.escape(said) + r"(?!\w)", text) is not None
 
 
 def _open_quote(text: str) -> int | None:

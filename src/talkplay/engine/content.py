@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +108,10 @@ class ContentEngine(Engine):
     def guards_replies(self) -> bool:
         return self.cfg.guard_replies
 
-    @property
+    @cached_property
     def names(self) -> CatalogNames:
         """The catalog's titles and artists, for guarding replies (built on first use)."""
-        if getattr(self, "_names", None) is None:
-            self._names = CatalogNames(self.catalog)
-        return self._names
+        return CatalogNames(self.catalog)
 
     # -- prompt -----------------------------------------------------------------------------
     def prompt(self, conversation: Conversation) -> Prompt:

@@ -42,12 +42,13 @@ class ReplyGuard:
     def __init__(self, names: CatalogNames, conversation: Conversation, answer_ids: Iterable[str]) -> None:
         self.names = names
         shown = [x for t in conversation.turns for x in t.extra.get("user_tracks") or ()]
-        self.allowed = session_exclude(conversation, answer_ids, shown)  # every track seen so far
-        self.context = "\n".join(t.user for t in conversation.turns)
+        seen = session_exclude(conversation, answer_ids, shown)  # every track seen so far
+        # built once: the guard checks the reply after every token
+        self.allowance = names.allowance(seen, "\n".join(t.user for t in conversation.turns))
 
     def violations(self, text: str, final: bool) -> list[Mention]:
         """Names ``text`` may not make; before the end only those a word boundary closes."""
-        bad = self.names.unfaithful(text, self.allowed, self.context, final)
+        bad = self.names.unfaithful(text, self.allowance, final=final)
         return bad if final else [m for m in bad if m.end < len(text)]
 
 

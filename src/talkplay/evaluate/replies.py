@@ -17,14 +17,13 @@ that it should not have), so the figures can be read, not only trusted.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from talkplay.catalog import Catalog
 from talkplay.engine.reply import ReplyGuard
 from talkplay.evaluate.protocols import EvalCase
 from talkplay.log import progress
-from talkplay.names import CatalogNames
+from talkplay.names import CatalogNames, occurs
 
 REPLY_K = 3  # tracks per answer, as in a chat
 
@@ -38,7 +37,7 @@ def distinct_2(replies: list[str]) -> float:
 def request_terms(request: str, names: CatalogNames, tags: set[str]) -> set[str]:
     """The catalog tags and artists ``request`` names, lower-cased."""
     low = request.lower()
-    found = {t for t in tags if re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", low)}
+    found = {t for t in tags if occurs(t, low)}
     found.update(m.name.lower() for m in names.find(request) if m.kind == "artist")
     return found
 
@@ -53,7 +52,7 @@ def last_turns(cases: list[EvalCase], limit: int) -> list[EvalCase]:
 
 def reply_report(engine: Any, cases: list[EvalCase], catalog: Catalog, limit: int = 60) -> dict[str, Any]:
     """Reply metrics of ``engine`` (an ``Engine``) on one turn per conversation; see the module doc."""
-    names = CatalogNames(catalog)
+    names = getattr(engine, "names", None) or CatalogNames(catalog)  # the engine's own index if it has one
     tags = {t.strip().lower() for tr in catalog.tracks for t in tr.tags if len(t.strip()) >= 3}
     replies, faithful, named, mentioned, records = [], 0, 0, 0, []
     picked = last_turns(cases, limit)
@@ -70,7 +69,7 @@ def reply_report(engine: Any, cases: list[EvalCase], catalog: Catalog, limit: in
         if terms:
             named += 1
             low = resp.reply.lower()
-            mentioned += any(re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", low) for t in terms)
+            mentioned += any(occurs(t, low) for t in terms)
     n = len(replies)
     return {
         "n_replies": n,
