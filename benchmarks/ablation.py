@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpcd import print_table  # noqa: E402
 
 from talkplay.evaluate import EvalConfig, evaluate_run  # noqa: E402
-from talkplay.evaluate.report import markdown_table  # noqa: E402
 from talkplay.run import Run  # noqa: E402
 
 METRICS = ("hit@10", "mrr@100")
@@ -61,9 +60,7 @@ def main() -> int:
         rows.append([f"talkplay: {label}", *(cell(s["all"], m) for m in METRICS),
                      *(cell(s["cold"], m) for m in METRICS), str(train.get("steps", "")),
                      str(train.get("train_seconds", ""))])
-    print_table("TalkPlay variants beside the baselines (macro, 95% CI)", header, rows)
-    if args.markdown:
-        print(markdown_table(header, rows))
+    print_table("TalkPlay variants beside the baselines (macro, 95% CI)", header, rows, args.markdown)
     return 0
 
 

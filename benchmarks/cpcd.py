@@ -58,13 +58,16 @@ def folds(run: Run, n_folds: int, seed: int = 0) -> list[list[str]]:
     return [sorted(ids[f::n_folds]) for f in range(n_folds)]
 
 
-def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+def print_table(title: str, header: list[str], rows: list[list[str]], markdown: bool = False) -> None:
+    """The table on the terminal, then as Markdown (for BENCHMARKS.md) when ``markdown``."""
     t = Table(title=title)
     for i, h in enumerate(header):
         t.add_column(h, justify="left" if i == 0 else "right")
     for r in rows:
         t.add_row(*r)
     Console().print(t)
+    if markdown:
+        print(markdown_table(header, rows))
 
 
 def cv_rows(results: list[dict]) -> tuple[list[str], list[list[str]]]:

@@ -25,7 +25,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpcd import folds, print_table  # noqa: E402
 
-from talkplay.evaluate.report import markdown_table  # noqa: E402
 from talkplay.run import Run  # noqa: E402
 from talkplay.splits import SPLIT_STAGE  # noqa: E402
 
@@ -81,9 +80,7 @@ def main() -> int:
         rows.append([name, *cells])
     steps = [Run(args.work / f"fold{f}").stage("train").get("steps") for f in range(args.folds)]
     print(f"{args.folds} folds, training steps per fold: {steps}, budget {args.budget:g} min each")
-    print_table(f"CPCD {args.folds}-fold CV, macro", header, rows)
-    if args.markdown:
-        print(markdown_table(header, rows))
+    print_table(f"CPCD {args.folds}-fold CV, macro", header, rows, args.markdown)
     return 0
 
 

@@ -30,7 +30,6 @@ from load import start_server  # noqa: E402
 from talkplay.catalog import Conversation, Turn  # noqa: E402
 from talkplay.dialogs import load_dialogs  # noqa: E402
 from talkplay.engine import Engine, EngineConfig  # noqa: E402
-from talkplay.evaluate.report import markdown_table  # noqa: E402
 from talkplay.run import Run  # noqa: E402
 
 
@@ -92,9 +91,7 @@ def main() -> int:
               "max s"]
     machine = f"{os.cpu_count()}-core {platform.machine()}, {args.threads} threads"
     print(f"{len(reqs)} held-out requests; {machine}")
-    print_table("Answer latency", header, rows)
-    if args.markdown:
-        print(markdown_table(header, rows))
+    print_table("Answer latency", header, rows, args.markdown)
     print(f"POST /v1/recommend k=10 on the content run: median {statistics.median(http_s):.3f} s, "
           f"max {max(http_s):.3f} s over {len(http_s)} requests (server up, first request not counted)")
     return 0

@@ -22,7 +22,6 @@ from cpcd import print_table  # noqa: E402
 from talkplay.engine import Engine, EngineConfig  # noqa: E402
 from talkplay.evaluate.protocols import make_cases  # noqa: E402
 from talkplay.evaluate.replies import reply_report  # noqa: E402
-from talkplay.evaluate.report import markdown_table  # noqa: E402
 from talkplay.run import Run  # noqa: E402
 from talkplay.splits import run_split  # noqa: E402
 
@@ -62,10 +61,7 @@ def main() -> None:
               f"  named: {s['unfaithful']}")
     print()
     header = ["replies", "n", "faithful", "distinct-2", "mentions request", "s / answer"]
-    if args.markdown:
-        print(markdown_table(header, rows))
-    else:
-        print_table(f"Replies on {run.path}", header, rows)
+    print_table(f"Replies on {run.path}", header, rows, args.markdown)
 
 
 if __name__ == "__main__":

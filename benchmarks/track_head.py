@@ -25,8 +25,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpcd import print_table  # noqa: E402
 
-from talkplay.evaluate.report import markdown_table  # noqa: E402
-
 
 def median_time(fn, repeats: int) -> float:  # noqa: ANN001
     fn()
@@ -85,9 +83,7 @@ def main() -> int:
         print("  ".join(cells), file=sys.stderr)
         del x, xt
     print(f"{os.cpu_count()}-core {platform.machine()}, {args.threads} threads, dim {args.dim}")
-    print_table("Exact track head against an IVF index", header, rows)
-    if args.markdown:
-        print(markdown_table(header, rows))
+    print_table("Exact track head against an IVF index", header, rows, args.markdown)
     return 0
 
 

@@ -57,20 +57,20 @@ class ChatSession:
 
     def like(self, n: int) -> str:
         """Mark the n-th shown track as liked; returns its id."""
-        turn, tid = self._pick(n)
-        if tid in turn.disliked:
-            turn.disliked.remove(tid)
-        if tid not in turn.liked:
-            turn.liked.append(tid)
-        return tid
+        return self._mark(n, liked=True)
 
     def reject(self, n: int) -> str:
         """Mark the n-th shown track as rejected; returns its id."""
+        return self._mark(n, liked=False)
+
+    def _mark(self, n: int, liked: bool) -> str:
+        # a track is liked or rejected, never both: marking one way clears the other
         turn, tid = self._pick(n)
-        if tid in turn.liked:
-            turn.liked.remove(tid)
-        if tid not in turn.disliked:
-            turn.disliked.append(tid)
+        add, drop = (turn.liked, turn.disliked) if liked else (turn.disliked, turn.liked)
+        if tid in drop:
+            drop.remove(tid)
+        if tid not in add:
+            add.append(tid)
         return tid
 
     def reset(self) -> None:

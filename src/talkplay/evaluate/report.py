@@ -72,7 +72,12 @@ def rich_table(result: dict[str, Any], average: str = "macro", part: str = "all"
              f"({what}{average}, 95% bootstrap CI)")
     header, rows = table_rows(result, average=average, part=part, timing=part == "all")
     notes = [note for name, note in REFERENCE_NOTES.items() if name in result["systems"]]
-    table = Table(title=title, caption="\n".join(notes) or None)
+    return _table(title, header, rows, caption="\n".join(notes) or None)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]], caption: str | None = None) -> Table:
+    """A terminal table: the first column left-aligned, the numbers right-aligned."""
+    table = Table(title=title, caption=caption)
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
     for r in rows:
@@ -100,12 +105,8 @@ def rich_reply_table(result: dict[str, Any]) -> Table | None:
     header, rows = reply_rows(result)
     if not rows:
         return None
-    table = Table(title="Replies: faithful = names only tracks recommended so far (and their artists)")
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*r)
-    return table
+    title = "Replies: faithful = names only tracks recommended so far (and their artists)"
+    return _table(title, header, rows)
 
 
 def per_turn_markdown(result: dict[str, Any], metric: str = "hit@10") -> str:
