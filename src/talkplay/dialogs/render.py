@@ -45,7 +45,7 @@ class RenderConfig:
     - ``max_length``: drop whole oldest turns until the sequence fits (the last turn stays).
     - ``cards``: ``track id -> text`` written after every music block, never trained on
       (``talkplay.cards.Cards``); the reply then follows the cards, so a model can copy
-      what it names from them. None: no cards (models trained before cards existed).
+      what it names from them. None: no cards (`talkplay train` without `--cards`).
 
     A turn's ``extra["user_tracks"]`` (track ids) are written as music blocks after the
     user's text, unsupervised: "what is this track? <|music|>…<|/music|>".

@@ -201,7 +201,7 @@ class ContentEngine(Engine):
         if not recs:
             return
         # the blocks after the open already in the cache: slot, close, then open + slot + close ...
-        # as many as an answer in the training data wrote before its reply (the rest are cards)
+        # as many as an answer in the training data wrote before its reply (the rest are only shown)
         ids: list[int] = []
         slots: list[tuple[int, int]] = []
         opens: list[tuple[int, torch.Tensor]] = []
