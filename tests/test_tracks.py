@@ -184,14 +184,40 @@ def test_encoding_with_another_text_model_after_training_needs_force(songs_run):
     assert run_files(songs_run.embeddings_dir) == before
 
 
-def test_vllm_export_refuses_content_models_with_a_reason(synth_content, tmp_path):
-    from talkplay.errors import TalkPlayError
-    from talkplay.vllm_support import export_for_vllm
+def test_vllm_export_has_one_vocabulary_row_per_track_and_ranks_like_the_engine(synth_content, tmp_path):
+    """The exported folder is a plain causal LM: fed the engine's prompt embeddings, its logits
+    over the track tokens order the catalog as the engine's track head does."""
+    from transformers import AutoModelForCausalLM
+
+    from talkplay.vllm_support import XARG_EXCLUDE, XARG_IN_BLOCK, ConstraintSpec, export_for_vllm, request_constraint
 
     run, _ = synth_content
-    with pytest.raises(TalkPlayError, match="talkplay serve"):
-        export_for_vllm(run, tmp_path / "vllm")
-    assert not (tmp_path / "vllm").exists()
+    info = export_for_vllm(run, tmp_path / "vllm")
+    engine = Engine.load(run.path)
+    spec = ConstraintSpec.load(tmp_path / "vllm")
+    ids = engine.music.track_ids
+    assert info["tracks"] == len(spec.tracks) == len(ids) and info["prompt_embeds"]
+    assert all(len(spec.tracks[t]) == 1 for t in ids)
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "vllm").eval()
+    assert not lm.config.tie_word_embeddings
+    token = torch.tensor([spec.tracks[t][0] for t in ids])
+    for conv, _ in held_out_turns(run)[:6]:
+        with torch.no_grad():
+            logits = lm(inputs_embeds=engine.prompt_embeds(conv)[None]).logits[0, -1]
+        seen = {t for turn in conv.turns for t in (*turn.recommended, *turn.liked, *turn.disliked)}
+        ranked = torch.argsort(logits[token], descending=True).tolist()
+        exported = [ids[i] for i in ranked if ids[i] not in seen][:5]
+        best = [r.track_id for r in engine.recommend(conv, k=5)]
+        assert exported == best
+        # the served rule: the prompt ends inside a block, so the first token is a track, never a seen one
+        rule = request_constraint(spec.music_vocab(), {XARG_IN_BLOCK: "true", XARG_EXCLUDE: json.dumps(sorted(seen))})
+        first = int(torch.argmax(rule([], logits.clone())))
+        assert spec.tracks_in_text(f"<|music|>{lm_token(spec, first)}<|/music|>") == [best[0]]
+        assert int(torch.argmax(rule([first], logits.clone()))) == spec.music_close
+
+
+def lm_token(spec, token_id: int) -> str:  # noqa: ANN001
+    return next(name for name, i in spec.vocab.items() if i == token_id)
 
 
 def test_sampled_softmax_past_the_full_softmax_limit(tmp_path):
@@ -206,7 +232,7 @@ def test_sampled_softmax_past_the_full_softmax_limit(tmp_path):
     model, tok, _ = build_model(run, TrainConfig(**TINY), feats)
     slots = TrackSlots(feats.ids)
     exs = [Example.build(c, tok, slots, RenderConfig(max_length=128)) for c in load_dialogs(run, "train")[:4]]
-    texts = sorted({q for e in exs for _, q, _ in e.opens})
+    texts = list(dict.fromkeys(q for e in exs for _, q, _ in e.opens))
     batch = collate(exs, tok.pad_token_id, {t: i for i, t in enumerate(texts)})
     queries = torch.randn(len(texts), 384)
     full = model(**batch, queries=queries)

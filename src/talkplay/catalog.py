@@ -57,6 +57,12 @@ class Track:
         return s
 
 
+def track_document(track: Track) -> str:
+    """The words a track can be found by: title, artists, album and tags, space-joined."""
+    parts = [track.title, *track.artists, track.album or "", *track.tags]
+    return " ".join(p for p in parts if p)
+
+
 @dataclass
 class Playlist:
     """An ordered list of track ids: ``Playlist(id="p1", name="Reels", track_ids=[...])``."""

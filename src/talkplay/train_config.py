@@ -55,6 +55,9 @@ class TrainConfig:
     # richer replies, but on CPCD mrr@100 0.225 instead of 0.269 (BENCHMARKS.md, "Replies");
     # off by default since ranking comes first; the demo, a chat, turns it on
     cards: bool = False
+    # content: a track's own words (title, artists, album, tags) as one more modality, and the
+    # request's words beside its text embedding (talkplay.tracks.words)
+    words: bool = True
 
     def validate(self) -> None:
         checks = [

@@ -19,6 +19,14 @@ Written against **vLLM 0.11.0** (the V1 engine's ``AdapterLogitsProcessor`` inte
    json.dumps([...ids already shown...])}}`` and read the tracks back with
    ``ConstraintSpec.load(OUT_DIR).tracks_in_text(reply)``.
 
+A content-grounded model (the default ``--track-repr content``) exports the same way, with
+one vocabulary token per track (``<|track_i|>``: its row as input embedding, its track-head
+row as output row; ``export_content_for_vllm``). The request it reads at ``<|music|>`` is an
+embedding, not a token, so serve it with ``--enable-prompt-embeds`` and send
+``ContentEngine.load(RUN).prompt_embeds(conversation)`` as the prompt: the first generated
+token's logprobs rank the catalog exactly as ``talkplay recommend`` does. Export again after
+tracks are added.
+
 The per-request rule is the engine's own (``talkplay.engine.constraint.ConstraintState``
 over ``MusicVocab``'s catalog trie) and needs only torch; the vLLM class is defined only
 when vLLM imports.
@@ -50,6 +58,7 @@ XARG_EXCLUDE = "talkplay_exclude"  # JSON list (or comma-separated) of track ids
 XARG_MAX_TRACKS = "talkplay_max_tracks"  # music blocks allowed in one answer (default 1)
 XARG_MUSIC_FIRST = "talkplay_music_first"  # answer must open with <|music|> (default true)
 XARG_OFF = "talkplay_unconstrained"  # true: leave this request alone
+XARG_IN_BLOCK = "talkplay_in_block"  # true: the prompt ends with <|music|> (content models' prompt embeds)
 
 
 @dataclass
@@ -156,7 +165,8 @@ def request_constraint(vocab: MusicVocab, extra_args: Mapping[str, Any] | None) 
     if max_tracks < 0:
         raise ValueError(f"{XARG_MAX_TRACKS} must be >= 0")
     return ConstraintState(vocab, exclude=parse_exclude(args.get(XARG_EXCLUDE)), max_tracks=max_tracks,
-                           music_first=_truthy(args.get(XARG_MUSIC_FIRST), True))
+                           music_first=_truthy(args.get(XARG_MUSIC_FIRST), True),
+                           in_block=_truthy(args.get(XARG_IN_BLOCK), False))
 
 
 # --- vLLM adapter (defined only where vLLM imports) -------------------------------------
@@ -219,10 +229,7 @@ def export_for_vllm(run: Any, out_dir: str | Path) -> dict[str, Any]:
         raise TalkPlayError(f"no trained model in {model_dir}; run `talkplay train` first")
     meta = model_dir / "talkplay.json"
     if meta.exists() and json.loads(meta.read_text(encoding="utf-8")).get("track_repr") == "content":
-        raise TalkPlayError(
-            f"{model_dir} was trained with content-grounded tracks, which add the request's text "
-            "embedding at <|music|>; a stock vLLM server cannot do that, so the export covers "
-            "`--track-repr codes` models only. Serve this one with `talkplay serve`.")
+        return export_content_for_vllm(run, out_dir)
     out_dir = Path(out_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)
     if (model_dir / "adapter_config.json").exists():
@@ -238,6 +245,68 @@ def export_for_vllm(run: Any, out_dir: str | Path) -> dict[str, Any]:
     return {"out": str(out_dir), "tracks": len(spec.tracks), "music_tokens": len(spec.vocab),
             "vllm_version": VLLM_VERSION,
             "serve": f"vllm serve {out_dir} --logits-processors {__name__}:CatalogTrieLogitsProcessor"}
+
+
+TRACK_TOKEN = "<|track_{}|>"  # the exported vocabulary's token for catalog row i
+
+
+def export_content_for_vllm(run: Any, out_dir: str | Path, probe: str = "play something I will like") -> dict[str, Any]:
+    """A content-grounded model as a plain causal LM with one vocabulary row per track.
+
+    Track i becomes the token ``<|track_i|>``: its input embedding is the track's row and its
+    output row ``scale / c * readout^T r_i/|r_i|``, so the LM head scores every track exactly
+    as the engine's track head does, up to one factor per position (``c``, the norm of the
+    read-out state, measured on ``probe`` at export), which changes no ranking. The head is
+    untied from the input embeddings (a track's input and output rows differ).
+
+    The request's text embedding and words, added at ``<|music|>``, are not a vocabulary
+    row: a client sends the prompt as embeddings (``ContentEngine.prompt_embeds(conv)``;
+    vLLM: ``--enable-prompt-embeds``) and reads the ranking from the first generated
+    token's logprobs. Rows come from the run's catalog now: export again after
+    ``talkplay catalog add`` + ``talkplay encode``.
+    """
+    import torch
+
+    from talkplay.engine.content import ContentEngine
+
+    engine = ContentEngine.load(run.path)
+    lm, tok, net = engine.model, engine.tokenizer, engine.content.net
+    ids = engine.music.track_ids
+    names = [TRACK_TOKEN.format(i) for i in range(len(ids))]
+    tok.add_tokens(names, special_tokens=True)
+    first = tok.convert_tokens_to_ids(names[0])
+    if first != lm.get_input_embeddings().weight.shape[0]:  # a padded vocabulary: keep ids dense
+        raise TalkPlayError(f"the tokenizer's next id is {first}, not the embedding size "
+                            f"{lm.get_input_embeddings().weight.shape[0]}; cannot append track rows")
+    with torch.inference_mode():
+        from talkplay.catalog import Conversation, Turn
+
+        emb = engine.prompt_embeds(Conversation(id="probe", turns=[Turn(user=probe)]))
+        h = lm(inputs_embeds=emb[None], output_hidden_states=True).hidden_states[-1][0, -1]
+        c = float(net.readout(h).norm())
+        rows = engine.rows.float()
+        unit = torch.nn.functional.normalize(rows, dim=-1)
+        head = (net.log_scale.exp() / c) * (unit @ net.readout.weight)
+        old_in = lm.get_input_embeddings().weight.detach().clone()
+        old_out = lm.get_output_embeddings().weight.detach().clone()
+    lm.config.tie_word_embeddings = False
+    lm.resize_token_embeddings(len(tok))
+    with torch.no_grad():
+        lm.get_input_embeddings().weight.copy_(torch.cat([old_in, rows]))
+        out_layer = lm.get_output_embeddings()
+        out_layer.weight = torch.nn.Parameter(torch.cat([old_out, head]))  # its own tensor: untied
+    out_dir = Path(out_dir)
+    lm.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    track_ids = tok.convert_tokens_to_ids(names)
+    spec = ConstraintSpec(music_open=engine.open_id, music_close=engine.close_id,
+                          tracks={t: [int(i)] for t, i in zip(ids, track_ids, strict=True)},
+                          vocab={n: int(i) for n, i in zip(names, track_ids, strict=True)})
+    spec.save(out_dir)
+    return {"out": str(out_dir), "tracks": len(ids), "music_tokens": len(names), "track_repr": "content",
+            "vllm_version": VLLM_VERSION, "prompt_embeds": True,
+            "serve": f"vllm serve {out_dir} --enable-prompt-embeds "
+                     f"--logits-processors {__name__}:CatalogTrieLogitsProcessor"}
 
 
 def main(argv: list[str] | None = None) -> int:

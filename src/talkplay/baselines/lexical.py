@@ -12,18 +12,9 @@ import bm25s
 import numpy as np
 
 from talkplay.baselines.base import CatalogRecommender, user_text
-from talkplay.catalog import Catalog, Conversation, Track
+from talkplay.catalog import Catalog, Conversation, track_document
 from talkplay.run import Run
-
-
-def track_document(track: Track) -> str:
-    """The searchable text of a track: title, artists, album and tags."""
-    parts = [track.title, *track.artists, track.album or "", *track.tags]
-    return " ".join(p for p in parts if p)
-
-
-def _tokenize(texts: list[str]) -> list[list[str]]:
-    return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+from talkplay.tracks.words import tokenize
 
 
 class BM25Recommender(CatalogRecommender):
@@ -40,7 +31,7 @@ class BM25Recommender(CatalogRecommender):
         self._vocab: set[str] = set()
 
     def _fit(self, catalog: Catalog, train: list[Conversation], run: Run | None) -> None:
-        corpus = _tokenize([track_document(t) for t in catalog.tracks])
+        corpus = tokenize([track_document(t) for t in catalog.tracks])
         self._vocab = {tok for doc in corpus for tok in doc}
         self._bm25 = bm25s.BM25(k1=self.k1, b=self.b)
         self._bm25.index(corpus, show_progress=False)
@@ -48,7 +39,7 @@ class BM25Recommender(CatalogRecommender):
     def scores(self, conversation: Conversation) -> np.ndarray:
         assert self._bm25 is not None
         text = user_text(conversation, self.query)
-        tokens = [t for t in _tokenize([text])[0] if t in self._vocab] if text else []
+        tokens = [t for t in tokenize([text])[0] if t in self._vocab] if text else []
         if not tokens:
             return np.zeros(len(self.ids))
         return np.asarray(self._bm25.get_scores(tokens), dtype=float)

@@ -62,6 +62,10 @@ def register(app: typer.Typer) -> None:
             d.cards, "--cards/--no-cards",
             help="Write each track's card (title, artist, facts) into the context after it, in "
                  "training and at inference; replies are written after the cards."),
+        words: bool = typer.Option(
+            d.words, "--words/--no-words",
+            help="content: a track's own words (title, artists, album, tags) as one more modality, "
+                 "and the request's words beside its text embedding."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Fine-tune the model: expand the vocabulary, train on dialogs, write RUN/model."""
@@ -75,7 +79,8 @@ def register(app: typer.Typer) -> None:
                           bf16=bf16, gradient_checkpointing=gradient_checkpointing,
                           supervised_logits=supervised_logits, track_repr=track_repr,
                           time_budget=time_budget, inject_gain=inject_gain, text_weight=text_weight,
-                          modalities=modalities or None, modality_dropout=modality_dropout, cards=cards)
+                          modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
+                          words=words)
         out = train_run(Run(run), cfg)
         if out.get("rank", 0) != 0:  # data-parallel replicas: only the main process reports
             return

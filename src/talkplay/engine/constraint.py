@@ -12,7 +12,8 @@ Build once per model with ``vocab = MusicVocab.build(music_tokenizer, hf_tokeniz
 - outside a music span, music code tokens and ``<|/music|>`` are banned, so plain text
   never contains raw music tokens; ``<|music|>`` is banned too once ``max_tracks`` tracks
   are written or none is left to write (``max_tracks=0``: reply mode, no music at all);
-- ``music_first`` forces ``<|music|>`` as the first token.
+- ``music_first`` forces ``<|music|>`` as the first token; ``in_block`` says the prompt
+  already ends with it, so the first token must start a track.
 
 ``TrieConstraint`` applies it as a ``transformers.LogitsProcessor``; the vLLM logits
 processor (``talkplay.vllm_support``) calls a ``ConstraintState`` per request. Both know
@@ -160,10 +161,11 @@ class ConstraintState:
     """
 
     def __init__(self, vocab: MusicVocab, exclude: Iterable[str] = (), max_tracks: int | None = None,
-                 music_first: bool = False, dead: set[Prefix] | None = None) -> None:
+                 music_first: bool = False, dead: set[Prefix] | None = None, in_block: bool = False) -> None:
         self.vocab = vocab
         self.max_tracks = max_tracks
         self.music_first = music_first
+        self.in_block = in_block
         self._excluded = frozenset(t for t in exclude if t in vocab.sequences)
         # ``dead``: ``vocab.dead_prefixes(exclude)`` from a caller that builds a state per step
         self._dead0 = vocab.dead_prefixes(self._excluded) if dead is None else dead
@@ -171,7 +173,8 @@ class ConstraintState:
 
     def _reset(self) -> None:
         self.pos = 0
-        self.prefix: Prefix | None = None  # the codes written since an open <|music|>; None outside
+        # the codes written since an open <|music|>; None outside
+        self.prefix: Prefix | None = () if self.in_block else None
         self.pending_close = False
         self.written: list[str] = []
         self.dead = self._dead0  # never changed in place: it may be shared

@@ -40,7 +40,7 @@ from talkplay.log import get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
 from talkplay.names import CatalogNames
 from talkplay.run import Run
-from talkplay.tracks.data import query_text
+from talkplay.tracks.data import Request, request
 from talkplay.tracks.features import TrackFeatures, TrackSlots
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
@@ -54,7 +54,7 @@ class Prompt:
 
     ids: list[int]
     slots: list[tuple[int, str]]  # (position, track id)
-    opens: list[tuple[int, str]]  # (position, request text)
+    opens: list[tuple[int, Request]]  # (position, what the request says)
 
 
 class ContentEngine(Engine):
@@ -124,12 +124,17 @@ class ContentEngine(Engine):
         for p, (tid, turn, by_assistant) in zip(positions, blocks, strict=True):
             slots.append((p, tid))
             if by_assistant and p > 0 and ids[p - 1] == self.open_id:
-                opens.append((p - 1, query_text(conversation, turn)))
-        opens.append((len(ids) - 1, query_text(conversation, len(conversation.turns) - 1)))
+                opens.append((p - 1, request(conversation, turn)))
+        opens.append((len(ids) - 1, request(conversation, len(conversation.turns) - 1)))
         return Prompt(ids, slots, opens)
 
-    def _queries(self, texts: list[str]) -> torch.Tensor:
-        return torch.from_numpy(self.text.encode(texts)).to(self.device)
+    def _queries(self, requests: list[Request]) -> torch.Tensor:
+        dense = self.text.encode([r.text for r in requests])
+        return torch.from_numpy(self.content.features.requests(dense, [r.current for r in requests])).to(self.device)
+
+    @property
+    def _query_dim(self) -> int:
+        return self.content.net.cfg.query_dim + self.content.net.words_dim
 
     def _forward(self, emb: torch.Tensor, cache: Any = None) -> tuple[Any, Any]:
         return lm_forward(self.model, cache, inputs_embeds=emb, output_hidden_states=True, logits_to_keep=1)
@@ -141,21 +146,34 @@ class ContentEngine(Engine):
         def lt(x: list[int]) -> torch.Tensor:
             return torch.tensor(x, dtype=torch.long, device=self.device)
 
-        q = torch.stack([v for _, v in opens]) if opens else torch.zeros(0, self.text.dim, device=self.device)
+        q = torch.stack([v for _, v in opens]) if opens else torch.zeros(0, self._query_dim, device=self.device)
         return self.content.embed(t, self.rows, lt([0] * len(slots)), lt([p for p, _ in slots]),
                                   lt([r for _, r in slots]), lt([0] * len(opens)),
                                   lt([p for p, _ in opens]), q)
 
     # -- ranking ----------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _rank(self, conversation: Conversation, k: int, banned: set[str]) -> tuple[
-            list[tuple[str, float]], Any, torch.Tensor]:
+    def _prompt_embeds(self, conversation: Conversation) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, L, hidden) input embeddings of ``prompt(conversation)`` and the request vectors."""
         pr = self.prompt(conversation)
-        texts = [t for _, t in pr.opens]
-        qv = self._queries(texts)
+        qv = self._queries([r for _, r in pr.opens])
         index = self.music.index
         emb = self._embed(pr.ids, [(p, index[t]) for p, t in pr.slots],
                           [(p, qv[i]) for i, (p, _) in enumerate(pr.opens)])
+        return emb, qv
+
+    @torch.inference_mode()
+    def prompt_embeds(self, conversation: Conversation) -> torch.Tensor:
+        """``engine.prompt_embeds(conv)`` -> (L, hidden) float32: the conversation up to the
+        answer's first ``<|music|>``, tracks as their rows and the request added there. It is
+        what a server fed prompt embeddings (vLLM's ``prompt_embeds``) needs to rank as this
+        engine does (``talkplay.vllm_support``)."""
+        return self._prompt_embeds(conversation)[0][0].float().cpu()
+
+    @torch.inference_mode()
+    def _rank(self, conversation: Conversation, k: int, banned: set[str]) -> tuple[
+            list[tuple[str, float]], Any, torch.Tensor]:
+        emb, qv = self._prompt_embeds(conversation)
+        index = self.music.index
         out, cache = self._forward(emb)
         h = out.hidden_states[-1][0, -1]
         scores = torch.log_softmax(self.content.track_scores(h, self.rows), dim=-1)

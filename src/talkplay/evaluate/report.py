@@ -125,6 +125,18 @@ def per_turn_markdown(result: dict[str, Any], metric: str = "hit@10") -> str:
     return markdown_table(header, rows)
 
 
+def kind_rows(result: dict[str, Any], metric: str = "hit@10") -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-request-kind table (empty rows when turns have no kinds)."""
+    kinds = sorted({k for s in result["systems"].values() for k in s.get("by_kind", {})})
+    if not kinds:
+        return [], []
+    first = next(s["by_kind"] for s in result["systems"].values() if s.get("by_kind"))
+    header = ["system", *[f"{k} ({first.get(k, {}).get('n_turns', 0)})" for k in kinds]]
+    rows = [[name, *[f"{s['by_kind'][k][metric]:.3f}" if k in s["by_kind"] else "–" for k in kinds]]
+            for name, s in result["systems"].items() if s.get("by_kind")]
+    return header, rows
+
+
 def markdown_report(result: dict[str, Any]) -> str:
     """The whole report as Markdown: main, micro, cold and warm tables and the per-turn view."""
     conv, cat = result["conversations"], result["catalog"]
@@ -159,6 +171,9 @@ def markdown_report(result: dict[str, Any]) -> str:
         per_turn_markdown(result),
         "",
     ]
+    header, rows = kind_rows(result)
+    if rows:
+        parts += ["## hit@10 by request kind (micro; turns scored in brackets)", "", markdown_table(header, rows), ""]
     header, rows = reply_rows(result)
     if rows:
         parts += ["## Replies (last scored turn of each conversation)", "",

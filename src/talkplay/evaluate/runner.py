@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -265,10 +266,31 @@ def slices(catalog: Catalog, split: Split, convs: list[Conversation]) -> Slices:
     return Slices(cold=set(catalog.ids()) - in_conversations, seen=seen)
 
 
+def request_kinds(convs: list[Conversation]) -> dict[tuple[str, int], str]:
+    """``(conversation id, turn) -> kind`` for turns whose ``extra["kind"]`` says what the
+    request asked for (synthesized dialogs: tag, artist, album, playlist, decade, more_like …)."""
+    return {(c.id, i): str(t.extra["kind"]) for c in convs for i, t in enumerate(c.turns)
+            if t.extra and t.extra.get("kind")}
+
+
+def by_kind(scored: list[ScoredTurn], kinds: dict[tuple[str, int], str],
+            metrics: tuple[str, ...] = ("hit@10", "mrr@100")) -> dict[str, dict[str, float]]:
+    """Mean of ``metrics`` over the scored turns of each request kind (micro), with ``n_turns``."""
+    groups: dict[str, list[ScoredTurn]] = defaultdict(list)
+    for t in scored:
+        kind = kinds.get((t.conversation_id, t.turn_index))
+        if kind is not None:
+            groups[kind].append(t)
+    return {k: {"n_turns": len(ts), **{m: round(float(np.mean([t.metrics[m] for t in ts])), 4) for m in metrics}}
+            for k, ts in sorted(groups.items())}
+
+
 def score_system(name: str, rec: Recommender, run: Run, cases: list[EvalCase], cold: set[str],
-                 cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                 cfg: EvalConfig, kinds: dict[tuple[str, int], str] | None = None
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Fit ``rec`` on ``run`` and rank every case -> (the system's report entry, its CPCD-format
-    predictions). Turns are scored on all gold tracks, the cold ones and the warm ones."""
+    predictions). Turns are scored on all gold tracks, the cold ones and the warm ones, and,
+    given ``kinds`` (``request_kinds``), per request kind."""
     t0 = time.perf_counter()
     rec.fit(run)
     fit_s = time.perf_counter() - t0
@@ -304,6 +326,8 @@ def score_system(name: str, rec: Recommender, run: Run, cases: list[EvalCase], c
         "cold": aggregate(scored_cold, n_boot=cfg.n_boot, seed=cfg.seed),
         "warm": aggregate(scored_warm, n_boot=cfg.n_boot, seed=cfg.seed),
     }
+    if kinds:
+        entry["by_kind"] = by_kind(scored, kinds)
     log.info("%s: hit@10 %.3f, mrr@100 %.3f (fit %.1fs, predict %.1fs)", name,
              entry["all"]["macro"]["hit@10"], entry["all"]["macro"]["mrr@100"], fit_s, predict_s)
     return entry, preds
@@ -321,6 +345,7 @@ def ceiling_entry(convs: list[Conversation], cases: list[EvalCase], cold: set[st
     entry: dict[str, Any] = {"is_system": False, "fit_seconds": 0.0, "predict_seconds": 0.0}
     for part, rows in parts.items():
         entry[part] = aggregate(rows, n_boot=cfg.n_boot, seed=cfg.seed)
+    entry["by_kind"] = by_kind(ceiling, request_kinds(convs))
     return entry
 
 
@@ -375,12 +400,13 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
     if unknown_gold:
         log.warning("%d gold track(s) are not in the catalog; no system can rank them", len(unknown_gold))
     sl = slices(catalog, split, convs)
+    kinds = request_kinds(convs)
     name = cfg.name or cfg.protocol + (f"-{Path(cfg.conversations).stem}" if cfg.conversations else "")
     systems: dict[str, Any] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
     for sys_name, factory in factories.items():
         rec = factory()
-        systems[sys_name], predictions[sys_name] = score_system(sys_name, rec, run, cases, sl.cold, cfg)
+        systems[sys_name], predictions[sys_name] = score_system(sys_name, rec, run, cases, sl.cold, cfg, kinds)
         if sys_name == TALKPLAY and cfg.replies:
             systems[sys_name].update(reply_report(rec.engine, cases, catalog, cfg.replies))
     ceiling = ceiling_entry(convs, cases, sl.cold, cfg)

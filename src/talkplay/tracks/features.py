@@ -2,7 +2,11 @@
 
 ``feats = TrackFeatures.from_run(run)`` loads every modality ``talkplay encode`` wrote
 (``embeddings/<modality>.npy`` and its mask), one row per catalog track in catalog order.
-``TrackSlots(feats.ids)`` is the stand-in music tokenizer the renderer needs: every track
+With ``words=True`` (or a trained model's ``dims`` naming ``words``) the features also hold
+the ``words`` modality: each track's own words as a vector (``talkplay.tracks.words``),
+computed from the catalog at load time, so a track added later has it at once;
+``feats.requests(dense, current)`` appends the same kind of vector of each request's current
+message to its text-encoder embedding. ``TrackSlots(feats.ids)`` is the stand-in music tokenizer the renderer needs: every track
 is written ``<|music|><|track|><|/music|>``, one position whose embedding is the track's row.
 """
 
@@ -14,10 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from talkplay.catalog import track_document
 from talkplay.errors import InputError
 from talkplay.log import get_logger
 from talkplay.modalities import DEFAULT_ORDER, TRACK_SLOT
 from talkplay.run import Run
+from talkplay.tracks.words import DIM, WORDS, WordVectors
 
 log = get_logger(__name__)
 
@@ -31,21 +37,25 @@ class TrackFeatures:
     masks: dict[str, np.ndarray]
     text_model: str | None = None  # the text encoder behind metadata, tags and lyrics
     text_modalities: list[str] = field(default_factory=list)
+    words: WordVectors | None = None  # the request side of the ``words`` modality
 
     @classmethod
     def from_run(cls, run: Run, dims: dict[str, int] | None = None,
-                 modalities: list[str] | None = None) -> TrackFeatures:
+                 modalities: list[str] | None = None, words: bool = False) -> TrackFeatures:
         """Load the run's embeddings; with ``dims`` (a trained model's), check they still fit it.
 
-        ``modalities`` limits which are read (default: every modality some track has).
+        ``modalities`` limits which are read (default: every modality some track has);
+        ``words`` adds the catalog's words (implied by ``dims`` that name them).
 
         Raises ``InputError`` naming the file and the command to re-run when an embedding
         file does not cover the catalog or a modality changed dimension since training.
         """
-        ids = run.load_catalog(validate=False).ids()
+        catalog = run.load_catalog(validate=False)
+        ids = catalog.ids()
         info = run.stage("encode").get("modalities", {})
+        words = WORDS in dims if dims is not None else words
         # a modality no track has teaches nothing; a trained model names its own
-        wanted = list(dims) if dims is not None else [
+        wanted = [m for m in dims if m != WORDS] if dims is not None else [
             m for m in DEFAULT_ORDER if (run.embeddings_dir / f"{m}.mask.npy").exists()
             and np.load(run.embeddings_dir / f"{m}.mask.npy").any()
             and (modalities is None or m in modalities)]
@@ -71,12 +81,27 @@ class TrackFeatures:
                            if m in info and info[m].get("model")), None)
         text = [m for m in arrays
                 if m in ("metadata", "tags", "lyrics") and info.get(m, {}).get("model") == text_model]
-        feats = cls(ids, arrays, masks, text_model, text)
+        vectors = None
+        if words:
+            docs = [track_document(t) for t in catalog.tracks]
+            vectors = WordVectors.fit(docs, dim=dims[WORDS] if dims is not None else DIM)
+            arrays[WORDS] = vectors.encode(docs)
+            masks[WORDS] = np.abs(arrays[WORDS]).sum(1) > 0
+            text.append(WORDS)
+        feats = cls(ids, arrays, masks, text_model, text, vectors)
         empty = feats.empty()
         if empty:
             shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
             log.warning("%d track(s) have no content at all and get the 'missing' row: %s", len(empty), shown)
         return feats
+
+    def requests(self, dense: np.ndarray, current: list[str]) -> np.ndarray:
+        """What the model reads of each request: its text-encoder embedding ``dense``,
+        followed, when the features have words, by the words vector of its ``current``
+        message (``talkplay.tracks.data.Request``)."""
+        if self.words is None:
+            return dense
+        return np.hstack([dense, self.words.encode(current)]).astype(np.float32)
 
     @property
     def dims(self) -> dict[str, int]:

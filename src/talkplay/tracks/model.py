@@ -35,6 +35,7 @@ class ContentModel(nn.Module):
     def set_features(self, features: TrackFeatures) -> None:
         """Point the model at a catalog's content (new tracks need nothing else: cold start)."""
         arrays, masks = features.tensors()
+        self.features = features
         self.n_tracks = len(features.ids)
         for m in self.net.modalities:
             self.register_buffer(f"feat_{m}", arrays[m], persistent=False)

@@ -4,8 +4,9 @@
 ``rows = net.rows(arrays, masks)`` -> (N, hidden): each track's row from its modality
 embeddings (a projection per modality, a learnt "missing" vector where a modality is
 absent, summed and scaled to the LM's embedding norm). ``net.query(q)`` projects the text
-encoder's embedding of the user's request into the LM's hidden size; the model adds it to
-the input of every ``<|music|>`` position it writes. ``net.scores(h, rows)`` scores the
+encoder's embedding of the user's request (followed by the request's ``words`` vector when
+the net has that modality, ``talkplay.tracks.words``) into the LM's hidden size; the model
+adds it to the input of every ``<|music|>`` position it writes. ``net.scores(h, rows)`` scores the
 LM's hidden state at ``<|music|>`` against every row: one matrix product over the catalog.
 
 Initialisation puts every text modality and the query in one shared subspace (a fixed
@@ -22,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from talkplay.tracks.words import WORDS
+
 
 @dataclass
 class TrackNetConfig:
@@ -35,6 +38,10 @@ class TrackNetConfig:
     inject_gain: float = 1.0  # query injection size, in units of row_norm (set from the LM at creation)
     logit_scale: float = 20.0
     seed: int = 0
+    # at initialisation, the words vectors' weight beside the text embeddings: in the request
+    # and in a row (tuned on untrained networks, CPCD: BENCHMARKS.md, "Words")
+    words_gain: float = 1.0
+    words_row: float = 1.5
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +65,9 @@ class TrackNet(nn.Module):
         self.proj = nn.ModuleDict({m: nn.Linear(d, cfg.hidden, bias=False) for m, d in cfg.dims.items()})
         self.missing = nn.Parameter(torch.zeros(len(self.modalities), cfg.hidden))
         self.query_in = nn.Linear(cfg.query_dim, cfg.hidden, bias=False)
+        # the request's words vector, when tracks have the words modality
+        self.words_dim = cfg.dims.get(WORDS, 0)
+        self.query_words = nn.Linear(self.words_dim, cfg.hidden, bias=False) if self.words_dim else None
         self.readout = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
 
@@ -70,13 +80,18 @@ class TrackNet(nn.Module):
         shared = [m for m in cfg.text_modalities if cfg.dims.get(m) == cfg.query_dim]
         with torch.no_grad():
             for m, lin in net.proj.items():
-                if m in shared:
+                if m == WORDS:  # the same map as the request's words (see ``query_words``)
+                    lin.weight.copy_(isometry(cfg.hidden, net.words_dim, cfg.seed) * cfg.words_row)
+                elif m in shared:
                     lin.weight.copy_(p)
                 else:  # no shared space with the request: a random start, quiet beside text rows
                     w = isometry(cfg.hidden, cfg.dims[m], cfg.seed + 2 + len(m))
                     lin.weight.copy_(w * (0.2 if shared else 1.0))
             net.missing.copy_(1e-2 * torch.randn(net.missing.shape, generator=gen))
             net.query_in.weight.copy_(p * cfg.inject_gain * cfg.row_norm)
+            if net.query_words is not None:
+                w = isometry(cfg.hidden, net.words_dim, cfg.seed)  # = p when the sizes match
+                net.query_words.weight.copy_(w * cfg.words_gain * cfg.inject_gain * cfg.row_norm)
             net.readout.weight.copy_(p @ p.T)
         return net
 
@@ -91,8 +106,11 @@ class TrackNet(nn.Module):
         return nn.functional.normalize(total, dim=-1, eps=1e-8) * self.cfg.row_norm
 
     def query(self, q: torch.Tensor) -> torch.Tensor:
-        """The request's text embedding projected into the LM's hidden size."""
-        return self.query_in(q)
+        """The request (text embedding, then words vector if any) projected into the LM's hidden size."""
+        out = self.query_in(q[..., : self.cfg.query_dim])
+        if self.query_words is not None:
+            out = out + self.query_words(q[..., self.cfg.query_dim:])
+        return out
 
     def scores(self, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Logits over every row for hidden states at ``<|music|>``: (..., N)."""

@@ -1,0 +1,88 @@
+"""The catalog's own words as vectors the track head can compare from the first step.
+
+``wv = WordVectors.fit(documents)`` learns nothing: it counts, over the catalog's track
+documents (``talkplay.catalog.track_document``), how rare each word is (idf).
+``wv.encode(texts)`` -> (N, dim) float32: each text as the idf-weighted sum of its words'
+directions, unit length. A word's direction is a fixed random vector seeded by the word
+itself, so nothing per word is stored and a word first seen in a track added after
+training gets its direction at once.
+
+Why: a sentence encoder reads "Stormzy and Dave" as "UK rap" and loses which artist was
+named, while the request's exact words are what text retrieval matches on. Random
+directions in a few hundred dimensions are nearly orthogonal, so the inner product of two
+such vectors is close to the idf-weighted overlap of their words (a TF-IDF cosine). The
+track-row network gives every track this vector as one more modality and adds the
+request's vector at ``<|music|>``; both go through projections trained with the model,
+like every other input, so it is one more thing the one network reads, not a retriever
+beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+WORDS = "words"  # the modality's name in a model's ``dims``
+DIM = 384
+
+
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """Lower-case word tokens of each text without English stop words (the BM25 baseline's rule)."""
+    if not texts:
+        return []
+    import bm25s
+
+    return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
+
+
+def direction(word: str, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    """The fixed random unit vector of ``word`` (the same on every machine and every run)."""
+    digest = hashlib.blake2b(f"{seed}:{word}".encode(), digest_size=8).digest()
+    v = np.random.default_rng(int.from_bytes(digest, "little")).standard_normal(dim)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+@dataclass
+class WordVectors:
+    """Idf-weighted random-direction text vectors (see the module docstring)."""
+
+    idf: dict[str, float]
+    dim: int = DIM
+    seed: int = 0
+    _dirs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def fit(cls, documents: Sequence[str], dim: int = DIM, seed: int = 0) -> WordVectors:
+        """Idf (``log(1 + N / df)``) of every word in ``documents``."""
+        df: Counter[str] = Counter()
+        for doc in tokenize(documents):
+            df.update(set(doc))
+        n = max(len(documents), 1)
+        return cls({w: math.log(1.0 + n / c) for w, c in df.items()}, dim, seed)
+
+    def _direction(self, word: str) -> np.ndarray:
+        v = self._dirs.get(word)
+        if v is None:
+            v = self._dirs[word] = direction(word, self.dim, self.seed)
+        return v
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) unit vectors; a text none of whose words the catalog has is zero.
+
+        A word's weight is ``log(1 + count) * idf``; words the catalog never uses are left
+        out (they would only add noise: no track can match them).
+        """
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, toks in enumerate(tokenize(texts)):
+            counts = Counter(w for w in toks if w in self.idf)
+            for w, c in counts.items():
+                out[i] += (math.log1p(c) * self.idf[w]) * self._direction(w)
+            norm = float(np.linalg.norm(out[i]))
+            if norm > 0:
+                out[i] /= norm
+        return out
