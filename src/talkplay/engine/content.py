@@ -40,7 +40,7 @@ from talkplay.log import get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
 from talkplay.names import CatalogNames
 from talkplay.run import Run
-from talkplay.tracks.data import Request, request
+from talkplay.tracks.data import query_text
 from talkplay.tracks.features import TrackFeatures, TrackSlots
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
@@ -54,7 +54,7 @@ class Prompt:
 
     ids: list[int]
     slots: list[tuple[int, str]]  # (position, track id)
-    opens: list[tuple[int, Request]]  # (position, what the request says)
+    opens: list[tuple[int, str]]  # (position, request text)
 
 
 class ContentEngine(Engine):
@@ -124,13 +124,12 @@ class ContentEngine(Engine):
         for p, (tid, turn, by_assistant) in zip(positions, blocks, strict=True):
             slots.append((p, tid))
             if by_assistant and p > 0 and ids[p - 1] == self.open_id:
-                opens.append((p - 1, request(conversation, turn)))
-        opens.append((len(ids) - 1, request(conversation, len(conversation.turns) - 1)))
+                opens.append((p - 1, query_text(conversation, turn)))
+        opens.append((len(ids) - 1, query_text(conversation, len(conversation.turns) - 1)))
         return Prompt(ids, slots, opens)
 
-    def _queries(self, requests: list[Request]) -> torch.Tensor:
-        dense = self.text.encode([r.text for r in requests])
-        return torch.from_numpy(self.content.features.requests(dense, [r.current for r in requests])).to(self.device)
+    def _queries(self, texts: list[str]) -> torch.Tensor:
+        return torch.from_numpy(self.content.features.requests(self.text.encode(texts), texts)).to(self.device)
 
     @property
     def _query_dim(self) -> int:

@@ -3,7 +3,7 @@
 ``ex = Example.build(conv, tok, slots, RenderConfig(max_length=256))`` renders a conversation
 (``talkplay.dialogs.render``) and records, for every track block, the position of its slot
 and the track's row, and for every block the assistant writes, the ``<|music|>`` position
-where the model predicts the track, the request (``Request``) whose vectors are added there, and
+where the model predicts the track, the request text whose embedding is added there, and
 the target row (-1 when the track is not a target, e.g. one the user rejected).
 ``collate(examples, pad_id)`` pads a batch into tensors ``ContentModel.loss`` reads.
 """
@@ -20,27 +20,15 @@ from talkplay.dialogs.render import RenderConfig, Rendered, render
 from talkplay.modalities import MUSIC_OPEN, TRACK_SLOT
 
 
-@dataclass(frozen=True)
-class Request:
-    """What the model reads of the request it answers: ``request(conv, turn)``.
+def query_text(conv: Conversation, turn: int) -> str:
+    """The request the model answers at ``turn``: every user message so far, one per line.
 
-    ``text`` (every user message so far, one per line) goes through the text encoder: the
-    conversation's drift. ``current`` (this turn's message) gives the words matched against
-    the tracks' own (``talkplay.tracks.words``): what was named just now, undiluted by
-    earlier turns (CPCD and demo probes in BENCHMARKS.md, "Words").
+    Catalog-alignment conversations pack unrelated requests, so there only the turn's own
+    message counts.
     """
-
-    text: str
-    current: str
-
-
-def request(conv: Conversation, turn: int) -> Request:
-    """The ``Request`` at ``turn``. Catalog-alignment conversations pack unrelated requests,
-    so there only the turn's own message counts."""
-    current = conv.turns[turn].user.strip()
     if conv.extra.get("alignment"):
-        return Request(current, current)
-    return Request("\n".join(t.user.strip() for t in conv.turns[: turn + 1] if t.user.strip()), current)
+        return conv.turns[turn].user.strip()
+    return "\n".join(t.user.strip() for t in conv.turns[: turn + 1] if t.user.strip())
 
 
 @dataclass
@@ -50,7 +38,7 @@ class Example:
     input_ids: list[int]
     labels: list[int]
     slots: list[tuple[int, int]] = field(default_factory=list)  # (position, track row)
-    opens: list[tuple[int, Request, int]] = field(default_factory=list)  # (position, request, target row)
+    opens: list[tuple[int, str, int]] = field(default_factory=list)  # (position, request text, target row)
 
     @classmethod
     def from_rendered(cls, r: Rendered, conv: Conversation, tok: Any, slots: Any) -> Example:
@@ -66,7 +54,7 @@ class Example:
             ex.slots.append((p, row))
             labels[p] = -100  # the slot is predicted by the track head, not the text head
             if by_assistant and p > 0 and ids[p - 1] == open_id:
-                ex.opens.append((p - 1, request(conv, turn), row if r.loss_mask[p] else -1))
+                ex.opens.append((p - 1, query_text(conv, turn), row if r.loss_mask[p] else -1))
         return ex
 
     @classmethod
@@ -78,7 +66,7 @@ class Example:
         return any(t >= 0 for _, _, t in self.opens) or any(x != -100 for x in self.labels)
 
 
-def collate(examples: list[Example], pad_id: int, query_index: dict[Request, int]) -> dict[str, torch.Tensor]:
+def collate(examples: list[Example], pad_id: int, query_index: dict[str, int]) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``/``labels`` and flat index tensors for slots and opens."""
     n = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
@@ -89,8 +77,8 @@ def collate(examples: list[Example], pad_id: int, query_index: dict[Request, int
         labels[b, : len(e.labels)] = torch.tensor(e.labels)
         for p, r in e.slots:
             sb.append(b), sp.append(p), sr.append(r)
-        for p, req, t in e.opens:
-            ob.append(b), op.append(p), oq.append(query_index[req]), ot.append(t)
+        for p, text, t in e.opens:
+            ob.append(b), op.append(p), oq.append(query_index[text]), ot.append(t)
 
     def lt(x: list[int]) -> torch.Tensor:
         return torch.tensor(x, dtype=torch.long)

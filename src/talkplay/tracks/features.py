@@ -5,8 +5,8 @@
 With ``words=True`` (or a trained model's ``dims`` naming ``words``) the features also hold
 the ``words`` modality: each track's own words as a vector (``talkplay.tracks.words``),
 computed from the catalog at load time, so a track added later has it at once;
-``feats.requests(dense, current)`` appends the same kind of vector of each request's current
-message to its text-encoder embedding. ``TrackSlots(feats.ids)`` is the stand-in music tokenizer the renderer needs: every track
+``feats.requests(dense, texts)`` appends the same kind of vector of each request to its
+text-encoder embedding. ``TrackSlots(feats.ids)`` is the stand-in music tokenizer the renderer needs: every track
 is written ``<|music|><|track|><|/music|>``, one position whose embedding is the track's row.
 """
 
@@ -95,13 +95,12 @@ class TrackFeatures:
             log.warning("%d track(s) have no content at all and get the 'missing' row: %s", len(empty), shown)
         return feats
 
-    def requests(self, dense: np.ndarray, current: list[str]) -> np.ndarray:
+    def requests(self, dense: np.ndarray, texts: list[str]) -> np.ndarray:
         """What the model reads of each request: its text-encoder embedding ``dense``,
-        followed, when the features have words, by the words vector of its ``current``
-        message (``talkplay.tracks.data.Request``)."""
+        followed by the words vector of the same text when the features have words."""
         if self.words is None:
             return dense
-        return np.hstack([dense, self.words.encode(current)]).astype(np.float32)
+        return np.hstack([dense, self.words.encode(texts)]).astype(np.float32)
 
     @property
     def dims(self) -> dict[str, int]:

@@ -193,12 +193,10 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     # writes as many (at most k) before generating a reply, so the reply sees what it learnt
     per_turn = [n for c in convs for t in c.turns if (n := len(turn_tracks(t, slots, rcfg)))]
     reply_tracks = int(np.median(per_turn)) if per_turn else 1
-    requests = list(dict.fromkeys(q for e in examples for _, q, _ in e.opens))
-    query_index = {q: i for i, q in enumerate(requests)}
-    texts = [q.text for q in requests]
+    texts = list(dict.fromkeys(q for e in examples for _, q, _ in e.opens))
+    query_index = {t: i for i, t in enumerate(texts)}
     with acc.main_process_first():  # the main process encodes and caches; the others read the cache
-        queries = torch.from_numpy(feats.requests(encode_queries(run, texts, encoder),
-                                                  [q.current for q in requests]))
+        queries = torch.from_numpy(feats.requests(encode_queries(run, texts, encoder), texts))
     device = acc.device
     queries = queries.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
