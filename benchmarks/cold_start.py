@@ -37,7 +37,8 @@ CELLS = [("all", "hit@10"), ("all", "mrr@100"), ("cold", "hit@10"), ("cold", "mr
 def held_out_only(catalog: Catalog, test_ids: set[str]) -> list[str]:
     """Tracks of held-out conversations that no training conversation mentions, in catalog order."""
     def tracks(conv):  # noqa: ANN001, ANN202
-        return {t for turn in conv.turns for t in (*turn.recommended, *turn.liked, *turn.disliked)} | set(conv.goal)
+        named = {t for turn in conv.turns for t in (*turn.recommended, *turn.liked, *turn.disliked)}
+        return named | set(conv.goal)
 
     train = set().union(*(tracks(c) for c in catalog.conversations if c.id not in test_ids))
     test = set().union(*(tracks(c) for c in catalog.conversations if c.id in test_ids))
@@ -54,13 +55,14 @@ def build(base: Path, work: Path) -> tuple[Run, Path, int]:
     if work.exists():
         shutil.rmtree(work)
     run = Run(work)
-    Catalog([t for t in catalog.tracks if t.id not in removed], training_playlists(catalog.playlists, held_out),
-            catalog.conversations).save(work)
+    kept = [t for t in catalog.tracks if t.id not in removed]
+    Catalog(kept, training_playlists(catalog.playlists, held_out), catalog.conversations).save(work)
     run.record(SPLIT_STAGE, {**src.stage(SPLIT_STAGE), "method": f"as {base}"})
     later = work.parent / f"{work.name}-added.jsonl"
     rows = [{"id": t.id, "title": t.title, "artists": t.artists, "album": t.album, "tags": t.tags}
             for t in catalog.tracks if t.id in removed]
-    later.write_text("".join(json.dumps({k: v for k, v in r.items() if v}) + "\n" for r in rows), encoding="utf-8")
+    lines = [json.dumps({k: v for k, v in r.items() if v}) + "\n" for r in rows]
+    later.write_text("".join(lines), encoding="utf-8")
     return run, later, len(rows)
 
 

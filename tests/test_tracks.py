@@ -189,7 +189,13 @@ def test_vllm_export_has_one_vocabulary_row_per_track_and_ranks_like_the_engine(
     over the track tokens order the catalog as the engine's track head does."""
     from transformers import AutoModelForCausalLM
 
-    from talkplay.vllm_support import XARG_EXCLUDE, XARG_IN_BLOCK, ConstraintSpec, export_for_vllm, request_constraint
+    from talkplay.vllm_support import (
+        XARG_EXCLUDE,
+        XARG_IN_BLOCK,
+        ConstraintSpec,
+        export_for_vllm,
+        request_constraint,
+    )
 
     run, _ = synth_content
     info = export_for_vllm(run, tmp_path / "vllm")
@@ -210,7 +216,8 @@ def test_vllm_export_has_one_vocabulary_row_per_track_and_ranks_like_the_engine(
         best = [r.track_id for r in engine.recommend(conv, k=5)]
         assert exported == best
         # the served rule: the prompt ends inside a block, so the first token is a track, never a seen one
-        rule = request_constraint(spec.music_vocab(), {XARG_IN_BLOCK: "true", XARG_EXCLUDE: json.dumps(sorted(seen))})
+        args = {XARG_IN_BLOCK: "true", XARG_EXCLUDE: json.dumps(sorted(seen))}
+        rule = request_constraint(spec.music_vocab(), args)
         first = int(torch.argmax(rule([], logits.clone())))
         assert spec.tracks_in_text(f"<|music|>{lm_token(spec, first)}<|/music|>") == [best[0]]
         assert int(torch.argmax(rule([first], logits.clone()))) == spec.music_close

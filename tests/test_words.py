@@ -37,7 +37,8 @@ def test_named_words_find_their_tracks_and_inner_products_approximate_tfidf():
     wv = WordVectors.fit(DOCS)
     rows = wv.encode(DOCS)
     assert rows.shape == (len(DOCS), DIM) and np.allclose(np.linalg.norm(rows, axis=1), 1, atol=1e-5)
-    for query, best in [("some stormzy and dave please", 1), ("play Clair de Lune", 4), ("queen, don't stop", 3)]:
+    asks = [("some stormzy and dave please", 1), ("play Clair de Lune", 4), ("queen, don't stop", 3)]
+    for query, best in asks:
         assert int(np.argmax(rows @ wv.encode([query])[0])) == best, query
     # common words weigh less: "queen" is in two documents, "rhapsody" in one
     assert wv.idf["rhapsody"] > wv.idf["queen"]

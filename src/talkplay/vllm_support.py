@@ -250,7 +250,8 @@ def export_for_vllm(run: Any, out_dir: str | Path) -> dict[str, Any]:
 TRACK_TOKEN = "<|track_{}|>"  # the exported vocabulary's token for catalog row i
 
 
-def export_content_for_vllm(run: Any, out_dir: str | Path, probe: str = "play something I will like") -> dict[str, Any]:
+def export_content_for_vllm(run: Any, out_dir: str | Path,
+                            probe: str = "play something I will like") -> dict[str, Any]:
     """A content-grounded model as a plain causal LM with one vocabulary row per track.
 
     Track i becomes the token ``<|track_i|>``: its input embedding is the track's row and its

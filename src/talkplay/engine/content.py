@@ -129,7 +129,8 @@ class ContentEngine(Engine):
         return Prompt(ids, slots, opens)
 
     def _queries(self, texts: list[str]) -> torch.Tensor:
-        return torch.from_numpy(self.content.features.requests(self.text.encode(texts), texts)).to(self.device)
+        vectors = self.content.features.requests(self.text.encode(texts), texts)
+        return torch.from_numpy(vectors).to(self.device)
 
     @property
     def _query_dim(self) -> int:
@@ -145,7 +146,8 @@ class ContentEngine(Engine):
         def lt(x: list[int]) -> torch.Tensor:
             return torch.tensor(x, dtype=torch.long, device=self.device)
 
-        q = torch.stack([v for _, v in opens]) if opens else torch.zeros(0, self._query_dim, device=self.device)
+        q = (torch.stack([v for _, v in opens]) if opens
+             else torch.zeros(0, self._query_dim, device=self.device))
         return self.content.embed(t, self.rows, lt([0] * len(slots)), lt([p for p, _ in slots]),
                                   lt([r for _, r in slots]), lt([0] * len(opens)),
                                   lt([p for p, _ in opens]), q)

@@ -173,7 +173,8 @@ def markdown_report(result: dict[str, Any]) -> str:
     ]
     header, rows = kind_rows(result)
     if rows:
-        parts += ["## hit@10 by request kind (micro; turns scored in brackets)", "", markdown_table(header, rows), ""]
+        parts += ["## hit@10 by request kind (micro; turns scored in brackets)", "",
+                  markdown_table(header, rows), ""]
     header, rows = reply_rows(result)
     if rows:
         parts += ["## Replies (last scored turn of each conversation)", "",

@@ -281,7 +281,8 @@ def by_kind(scored: list[ScoredTurn], kinds: dict[tuple[str, int], str],
         kind = kinds.get((t.conversation_id, t.turn_index))
         if kind is not None:
             groups[kind].append(t)
-    return {k: {"n_turns": len(ts), **{m: round(float(np.mean([t.metrics[m] for t in ts])), 4) for m in metrics}}
+    return {k: {"n_turns": len(ts), **{m: round(float(np.mean([t.metrics[m] for t in ts])), 4)
+                                       for m in metrics}}
             for k, ts in sorted(groups.items())}
 
 
@@ -406,7 +407,8 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
     predictions: dict[str, list[dict[str, Any]]] = {}
     for sys_name, factory in factories.items():
         rec = factory()
-        systems[sys_name], predictions[sys_name] = score_system(sys_name, rec, run, cases, sl.cold, cfg, kinds)
+        systems[sys_name], predictions[sys_name] = score_system(sys_name, rec, run, cases, sl.cold, cfg,
+                                                                kinds)
         if sys_name == TALKPLAY and cfg.replies:
             systems[sys_name].update(reply_report(rec.engine, cases, catalog, cfg.replies))
     ceiling = ceiling_entry(convs, cases, sl.cold, cfg)

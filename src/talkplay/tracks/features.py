@@ -6,8 +6,9 @@ With ``words=True`` (or a trained model's ``dims`` naming ``words``) the feature
 the ``words`` modality: each track's own words as a vector (``talkplay.tracks.words``),
 computed from the catalog at load time, so a track added later has it at once;
 ``feats.requests(dense, texts)`` appends the same kind of vector of each request to its
-text-encoder embedding. ``TrackSlots(feats.ids)`` is the stand-in music tokenizer the renderer needs: every track
-is written ``<|music|><|track|><|/music|>``, one position whose embedding is the track's row.
+text-encoder embedding. ``TrackSlots(feats.ids)`` is the stand-in music tokenizer the
+renderer needs: every track is written ``<|music|><|track|><|/music|>``, one position
+whose embedding is the track's row.
 """
 
 from __future__ import annotations
