@@ -45,11 +45,11 @@ DEMO_COLLECTIONS = {
     "mozart": 10,
 }
 # Content-grounded tracks (each track one row computed from its words and its metadata, tags,
-# lyrics and audio embeddings) with the first 8 of SmolLM2's 30 layers and LoRA: a track
-# needs no token of its own to learn, and 8 layers take about four times the steps of 30 in
-# the same minutes, which ranking needs more than the replies need the other 22 layers
-# (BENCHMARKS.md, "Demo"). Training is bounded by time, not steps, so the first run fits
-# 15 minutes on a slow 2-core machine.
+# lyrics and audio embeddings) with all 30 layers and LoRA: the pretrained LM keeps writing
+# fluent replies (8 layers rank better in the same minutes, but after ~50 steps their replies
+# are word salad: BENCHMARKS.md, "Words"), and a track needs no token of its own to learn.
+# Training is bounded by time, not steps, so the first run fits 15 minutes on a slow 2-core
+# machine (BENCHMARKS.md, "Demo").
 # cards: the demo is a chat, so its replies copy from each track's card (costs some ranking)
 DEMO_TRAIN = {"time_budget": 6.0, "epochs": 1.0, "batch_size": 8, "max_length": 256, "init": "describe",
               "lora": True, "lr": 1e-3, "cards": True}
@@ -78,7 +78,7 @@ class DemoConfig:
     catalog_limit: int | None = None  # total tracks; scales the collection quotas down
     audio_limit: int | None = 60  # tracks rendered to audio and encoded (a sample)
     model: str = "smollm2-135m"
-    keep_layers: int = 8  # the first N layers (see DEMO_TRAIN); 0: all
+    keep_layers: int = 0  # 0: all layers; N keeps the first N (faster, but see DEMO_TRAIN)
     seed: int = 0
     import_options: dict[str, Any] = field(default_factory=dict)
     encode: dict[str, Any] = field(default_factory=dict)
