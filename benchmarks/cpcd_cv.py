@@ -49,7 +49,7 @@ def run_fold(base: Path, work: Path, f: int, n_folds: int, test_ids: list[str], 
     for cmd in (["dialogs", str(path), "--no-align", "--no-search"],
                 ["train", str(path), *RECIPE, "--time-budget", str(budget)],
                 ["eval", str(path), "--systems", "dense,bm25,talkplay", "--name", "cv", "--n-boot", "0",
-                 "--no-plots"]):
+                 "--no-plots", "--replies", "0"]):
         subprocess.run([*cli, *cmd], check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
     return json.loads(report.read_text())
 
