@@ -335,8 +335,9 @@ def score_system(name: str, rec: Recommender, run: Run, cases: list[EvalCase], c
 
 
 def ceiling_entry(convs: list[Conversation], cases: list[EvalCase], cold: set[str],
-                  cfg: EvalConfig) -> dict[str, Any] | None:
-    """The ``ceiling`` reference row (see ``ceiling_turns``), or None where it does not apply."""
+                  cfg: EvalConfig, kinds: dict[tuple[str, int], str]) -> dict[str, Any] | None:
+    """The ``ceiling`` reference row (see ``ceiling_turns``), or None where it does not apply;
+    ``kinds`` (``request_kinds``) breaks it down per request kind as the systems are."""
     ceiling = ceiling_turns(convs, cases)
     if ceiling is None:
         return None
@@ -346,7 +347,7 @@ def ceiling_entry(convs: list[Conversation], cases: list[EvalCase], cold: set[st
     entry: dict[str, Any] = {"is_system": False, "fit_seconds": 0.0, "predict_seconds": 0.0}
     for part, rows in parts.items():
         entry[part] = aggregate(rows, n_boot=cfg.n_boot, seed=cfg.seed)
-    entry["by_kind"] = by_kind(ceiling, request_kinds(convs))
+    entry["by_kind"] = by_kind(ceiling, kinds)
     return entry
 
 
@@ -411,7 +412,7 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
                                                                 kinds)
         if sys_name == TALKPLAY and cfg.replies:
             systems[sys_name].update(reply_report(rec.engine, cases, catalog, cfg.replies))
-    ceiling = ceiling_entry(convs, cases, sl.cold, cfg)
+    ceiling = ceiling_entry(convs, cases, sl.cold, cfg, kinds)
     if ceiling is not None:
         systems[CEILING] = ceiling
     result: dict[str, Any] = {
