@@ -230,7 +230,7 @@ def lm_token(spec, token_id: int) -> str:  # noqa: ANN001
 def test_sampled_softmax_past_the_full_softmax_limit(tmp_path):
     """Past ``full_softmax_max`` tracks a step scores its own tracks plus random negatives."""
     from talkplay.dialogs import RenderConfig, load_dialogs
-    from talkplay.tracks.data import Example, collate
+    from talkplay.tracks.data import Example, collate, request_key
     from talkplay.tracks.features import TrackSlots
     from talkplay.tracks.train import build_model
 
@@ -238,10 +238,12 @@ def test_sampled_softmax_past_the_full_softmax_limit(tmp_path):
     feats = TrackFeatures.from_run(run)
     model, tok, _ = build_model(run, TrainConfig(**TINY), feats)
     slots = TrackSlots(feats.ids)
-    exs = [Example.build(c, tok, slots, RenderConfig(max_length=128)) for c in load_dialogs(run, "train")[:4]]
-    texts = list(dict.fromkeys(q for e in exs for _, q, _ in e.opens))
-    batch = collate(exs, tok.pad_token_id, {t: i for i, t in enumerate(texts)})
-    queries = torch.randn(len(texts), 384)
+    convs = [c for c in load_dialogs(run, "train") if not c.extra.get("alignment") and len(c.turns) > 1][:4]
+    exs = [Example.build(c, tok, slots, RenderConfig(max_length=128)) for c in convs]
+    keys = list(dict.fromkeys(request_key(o) for e in exs for o in e.opens))
+    batch = collate(exs, tok.pad_token_id, {k: i for i, k in enumerate(keys)})
+    assert len(batch["ctx_open"]) > 0  # later turns read the tracks before them
+    queries = torch.randn(len(keys), model.net.request_dim)
     full = model(**batch, queries=queries)
     model.full_softmax_max, model.negatives = 4, 3
     sampled = model(**batch, queries=queries)

@@ -58,6 +58,11 @@ class TrainConfig:
     # content: a track's own words (title, artists, album, tags) as one more modality, and the
     # request's words beside its text embedding (talkplay.tracks.words)
     words: bool = True
+    # content: the track network's learning rate as a fraction of --lr (see talkplay.tracks.train)
+    net_lr: float = 1.0
+    # content: the conversation's tracks so far beside the request at <|music|>, at this weight
+    # (relative to the request) at initialisation; 0: none
+    context: float = 1.0
 
     def validate(self) -> None:
         checks = [
@@ -72,6 +77,8 @@ class TrainConfig:
             (self.track_repr in TRACK_REPRS, f"--track-repr must be one of {', '.join(TRACK_REPRS)}"),
             (self.time_budget >= 0, "--time-budget must be 0 (none) or positive"),
             (0 <= self.modality_dropout < 1, "--modality-dropout must be in [0, 1)"),
+            (self.net_lr >= 0, "--net-lr must be 0 (frozen) or positive"),
+            (self.context >= 0, "--context must be 0 (none) or positive"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -66,6 +66,14 @@ def register(app: typer.Typer) -> None:
             d.words, "--words/--no-words",
             help="content: a track's own words (title, artists, album, tags) as one more modality, "
                  "and the request's words beside its text embedding."),
+        net_lr: float = typer.Option(
+            d.net_lr, "--net-lr",
+            help="content: learning rate of the track network (row and request projections, "
+                 "head), as a fraction of --lr; 0 freezes it."),
+        context: float = typer.Option(
+            d.context, "--context",
+            help="content: weight of the conversation's tracks so far beside the request at "
+                 "<|music|>, at initialisation (0: the request alone)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Fine-tune the model: expand the vocabulary, train on dialogs, write RUN/model."""
@@ -80,7 +88,7 @@ def register(app: typer.Typer) -> None:
                           supervised_logits=supervised_logits, track_repr=track_repr,
                           time_budget=time_budget, inject_gain=inject_gain, text_weight=text_weight,
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
-                          words=words)
+                          words=words, net_lr=net_lr, context=context)
         out = train_run(Run(run), cfg)
         if out.get("rank", 0) != 0:  # data-parallel replicas: only the main process reports
             return

@@ -40,7 +40,7 @@ from talkplay.log import get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
 from talkplay.names import CatalogNames
 from talkplay.run import Run
-from talkplay.tracks.data import query_text
+from talkplay.tracks.data import context_tracks, current_text, query_text
 from talkplay.tracks.features import TrackFeatures, TrackSlots
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
@@ -54,7 +54,16 @@ class Prompt:
 
     ids: list[int]
     slots: list[tuple[int, str]]  # (position, track id)
-    opens: list[tuple[int, str]]  # (position, request text)
+    opens: list[tuple[int, int]]  # (position, turn answered)
+
+
+@dataclass
+class Request:
+    """What the model reads at one ``<|music|>``: the request vector and the context tracks
+    (``(row, weight)``, ``talkplay.tracks.data.context_tracks``)."""
+
+    vector: torch.Tensor
+    context: list[tuple[int, float]]
 
 
 class ContentEngine(Engine):
@@ -124,43 +133,49 @@ class ContentEngine(Engine):
         for p, (tid, turn, by_assistant) in zip(positions, blocks, strict=True):
             slots.append((p, tid))
             if by_assistant and p > 0 and ids[p - 1] == self.open_id:
-                opens.append((p - 1, query_text(conversation, turn)))
-        opens.append((len(ids) - 1, query_text(conversation, len(conversation.turns) - 1)))
+                opens.append((p - 1, turn))
+        opens.append((len(ids) - 1, len(conversation.turns) - 1))
         return Prompt(ids, slots, opens)
 
-    def _queries(self, texts: list[str]) -> torch.Tensor:
-        vectors = self.content.features.requests(self.text.encode(texts), texts)
-        return torch.from_numpy(vectors).to(self.device)
-
-    @property
-    def _query_dim(self) -> int:
-        return self.content.net.cfg.query_dim + self.content.net.words_dim
+    def _requests(self, conversation: Conversation, turns: list[int]) -> list[Request]:
+        """What the model reads at the opens answering ``turns``: request vector and context."""
+        texts = [query_text(conversation, t) for t in turns]
+        gated = self.content.net.context_gate is not None
+        current = [current_text(conversation, t) for t in turns] if gated else None
+        vectors = torch.from_numpy(self.content.features.requests(self.text.encode(texts), texts, current))
+        index = self.music.index
+        return [Request(v.to(self.device),
+                        [(index[x], w) for x, w in context_tracks(conversation, t) if x in index])
+                for v, t in zip(vectors, turns, strict=True)]
 
     def _forward(self, emb: torch.Tensor, cache: Any = None) -> tuple[Any, Any]:
         return lm_forward(self.model, cache, inputs_embeds=emb, output_hidden_states=True, logits_to_keep=1)
 
     def _embed(self, ids: list[int], slots: list[tuple[int, int]],
-               opens: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+               opens: list[tuple[int, Request]]) -> torch.Tensor:
         t = torch.tensor([ids], dtype=torch.long, device=self.device)
 
         def lt(x: list[int]) -> torch.Tensor:
             return torch.tensor(x, dtype=torch.long, device=self.device)
 
-        q = (torch.stack([v for _, v in opens]) if opens
-             else torch.zeros(0, self._query_dim, device=self.device))
+        q = (torch.stack([r.vector for _, r in opens]) if opens
+             else torch.zeros(0, self.content.net.request_dim, device=self.device))
+        ctx = [(i, row, w) for i, (_, r) in enumerate(opens) for row, w in r.context]
         return self.content.embed(t, self.rows, lt([0] * len(slots)), lt([p for p, _ in slots]),
                                   lt([r for _, r in slots]), lt([0] * len(opens)),
-                                  lt([p for p, _ in opens]), q)
+                                  lt([p for p, _ in opens]), q, lt([i for i, _, _ in ctx]),
+                                  lt([row for _, row, _ in ctx]), torch.tensor(
+                                      [w for _, _, w in ctx], dtype=torch.float32, device=self.device))
 
     # -- ranking ----------------------------------------------------------------------------
-    def _prompt_embeds(self, conversation: Conversation) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, L, hidden) input embeddings of ``prompt(conversation)`` and the request vectors."""
+    def _prompt_embeds(self, conversation: Conversation) -> tuple[torch.Tensor, list[Request]]:
+        """(1, L, hidden) input embeddings of ``prompt(conversation)`` and each open's request."""
         pr = self.prompt(conversation)
-        qv = self._queries([r for _, r in pr.opens])
+        reqs = self._requests(conversation, [t for _, t in pr.opens])
         index = self.music.index
         emb = self._embed(pr.ids, [(p, index[t]) for p, t in pr.slots],
-                          [(p, qv[i]) for i, (p, _) in enumerate(pr.opens)])
-        return emb, qv
+                          [(p, reqs[i]) for i, (p, _) in enumerate(pr.opens)])
+        return emb, reqs
 
     @torch.inference_mode()
     def prompt_embeds(self, conversation: Conversation) -> torch.Tensor:
@@ -172,8 +187,8 @@ class ContentEngine(Engine):
 
     @torch.inference_mode()
     def _rank(self, conversation: Conversation, k: int, banned: set[str]) -> tuple[
-            list[tuple[str, float]], Any, torch.Tensor]:
-        emb, qv = self._prompt_embeds(conversation)
+            list[tuple[str, float]], Any, Request]:
+        emb, reqs = self._prompt_embeds(conversation)
         index = self.music.index
         out, cache = self._forward(emb)
         h = out.hidden_states[-1][0, -1]
@@ -183,11 +198,11 @@ class ContentEngine(Engine):
             scores[torch.tensor(mask, device=self.device)] = float("-inf")
         k = min(k, len(index) - len(mask))
         if k <= 0:
-            return [], cache, qv[-1]
+            return [], cache, reqs[-1]
         top = torch.topk(scores, k)
         ids = self.music.track_ids
         ranked = [(ids[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
-        return ranked, cache, qv[-1]
+        return ranked, cache, reqs[-1]
 
     def why(self, track_id: str, liked: list[str]) -> str:
         """The track's tags (else artists), then co-occurrence with tracks the user liked."""
@@ -223,7 +238,7 @@ class ContentEngine(Engine):
         # as many as an answer in the training data wrote before its reply (the rest are only shown)
         ids: list[int] = []
         slots: list[tuple[int, int]] = []
-        opens: list[tuple[int, torch.Tensor]] = []
+        opens: list[tuple[int, Request]] = []
         cards = self.render_cfg.cards
         for n, r in enumerate(recs[: self.reply_tracks or len(recs)]):
             if n:

@@ -4,8 +4,10 @@
 (``talkplay.dialogs.render``) and records, for every track block, the position of its slot
 and the track's row, and for every block the assistant writes, the ``<|music|>`` position
 where the model predicts the track, the request text whose embedding is added there, and
-the target row (-1 when the track is not a target, e.g. one the user rejected).
-``collate(examples, pad_id)`` pads a batch into tensors ``ContentModel.loss`` reads.
+the target row (-1 when the track is not a target, e.g. one the user rejected), the turn's
+own message and the conversation's tracks so far (``context_tracks``), which the model also
+reads there. ``collate(examples, pad_id, query_index)`` pads a batch into tensors
+``ContentModel.forward`` reads.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from talkplay.catalog import Conversation
 from talkplay.dialogs.render import RenderConfig, Rendered, render
 from talkplay.modalities import MUSIC_OPEN, TRACK_SLOT
 
+CONTEXT_DECAY = 0.5  # a track's weight in the context halves with every turn since (CPCD: BENCHMARKS.md)
+
 
 def query_text(conv: Conversation, turn: int) -> str:
     """The request the model answers at ``turn``: every user message so far, one per line.
@@ -31,6 +35,38 @@ def query_text(conv: Conversation, turn: int) -> str:
     return "\n".join(t.user.strip() for t in conv.turns[: turn + 1] if t.user.strip())
 
 
+def current_text(conv: Conversation, turn: int) -> str:
+    """The turn's own message (what says whether to go on from the tracks so far)."""
+    return conv.turns[turn].user.strip()
+
+
+def context_tracks(conv: Conversation, turn: int) -> list[tuple[str, float]]:
+    """``[(track_id, weight)]``: the tracks of the turns before ``turn`` that the user did not
+    reject (recommended, liked), the last turn's weighing 1 and each earlier one
+    ``CONTEXT_DECAY`` times less. Alignment conversations pack unrelated requests: none."""
+    if conv.extra.get("alignment"):
+        return []
+    out: dict[str, float] = {}
+    for i, t in enumerate(conv.turns[:turn]):
+        bad = set(t.disliked)
+        for tid in (*t.recommended, *t.liked):
+            if tid not in bad:
+                out[tid] = CONTEXT_DECAY ** (turn - 1 - i)
+    return list(out.items())
+
+
+@dataclass
+class Open:
+    """One ``<|music|>`` the assistant writes: where, what request it answers, which row is the
+    target (-1: none), the turn's own message and the context (``(row, weight)`` pairs)."""
+
+    position: int
+    text: str
+    target: int
+    current: str = ""
+    context: list[tuple[int, float]] = field(default_factory=list)
+
+
 @dataclass
 class Example:
     """One rendered conversation with its slot and ``<|music|>`` bookkeeping."""
@@ -38,7 +74,7 @@ class Example:
     input_ids: list[int]
     labels: list[int]
     slots: list[tuple[int, int]] = field(default_factory=list)  # (position, track row)
-    opens: list[tuple[int, str, int]] = field(default_factory=list)  # (position, request text, target row)
+    opens: list[Open] = field(default_factory=list)
 
     @classmethod
     def from_rendered(cls, r: Rendered, conv: Conversation, tok: Any, slots: Any) -> Example:
@@ -54,7 +90,9 @@ class Example:
             ex.slots.append((p, row))
             labels[p] = -100  # the slot is predicted by the track head, not the text head
             if by_assistant and p > 0 and ids[p - 1] == open_id:
-                ex.opens.append((p - 1, query_text(conv, turn), row if r.loss_mask[p] else -1))
+                context = [(slots.index[t], w) for t, w in context_tracks(conv, turn) if t in slots.index]
+                ex.opens.append(Open(p - 1, query_text(conv, turn), row if r.loss_mask[p] else -1,
+                                     current_text(conv, turn), context))
         return ex
 
     @classmethod
@@ -63,25 +101,36 @@ class Example:
 
     @property
     def supervised(self) -> bool:
-        return any(t >= 0 for _, _, t in self.opens) or any(x != -100 for x in self.labels)
+        return any(o.target >= 0 for o in self.opens) or any(x != -100 for x in self.labels)
 
 
-def collate(examples: list[Example], pad_id: int, query_index: dict[str, int]) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``/``labels`` and flat index tensors for slots and opens."""
+def request_key(o: Open) -> tuple[str, str]:
+    """What an open's request vector is computed from: ``(request text, the turn's own message)``."""
+    return o.text, o.current
+
+
+def collate(examples: list[Example], pad_id: int,
+            query_index: dict[tuple[str, str], int]) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``/``labels`` and flat index tensors for slots, opens (their
+    request vector's index in ``query_index``, keyed by ``request_key``) and context tracks."""
     n = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), n), -100, dtype=torch.long)
-    sb, sp, sr, ob, op, oq, ot = [], [], [], [], [], [], []
+    sb, sp, sr, ob, op, oq, ot, co, cr = [], [], [], [], [], [], [], [], []
+    cw: list[float] = []
     for b, e in enumerate(examples):
         ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
         labels[b, : len(e.labels)] = torch.tensor(e.labels)
         for p, r in e.slots:
             sb.append(b), sp.append(p), sr.append(r)
-        for p, text, t in e.opens:
-            ob.append(b), op.append(p), oq.append(query_index[text]), ot.append(t)
+        for o in e.opens:
+            for r, w in o.context:
+                co.append(len(ob)), cr.append(r), cw.append(w)
+            ob.append(b), op.append(o.position), oq.append(query_index[request_key(o)]), ot.append(o.target)
 
     def lt(x: list[int]) -> torch.Tensor:
         return torch.tensor(x, dtype=torch.long)
 
     return {"input_ids": ids, "labels": labels, "slot_b": lt(sb), "slot_p": lt(sp), "slot_row": lt(sr),
-            "open_b": lt(ob), "open_p": lt(op), "open_q": lt(oq), "open_target": lt(ot)}
+            "open_b": lt(ob), "open_p": lt(op), "open_q": lt(oq), "open_target": lt(ot),
+            "ctx_open": lt(co), "ctx_row": lt(cr), "ctx_w": torch.tensor(cw, dtype=torch.float32)}

@@ -96,12 +96,16 @@ class TrackFeatures:
             log.warning("%d track(s) have no content at all and get the 'missing' row: %s", len(empty), shown)
         return feats
 
-    def requests(self, dense: np.ndarray, texts: list[str]) -> np.ndarray:
+    def requests(self, dense: np.ndarray, texts: list[str], current: list[str] | None = None) -> np.ndarray:
         """What the model reads of each request: its text-encoder embedding ``dense``,
-        followed by the words vector of the same text when the features have words."""
+        followed by the words vector of the same text when the features have words, and then
+        by that of ``current`` (each turn's own message, for a net whose context is gated)."""
         if self.words is None:
             return dense
-        return np.hstack([dense, self.words.encode(texts)]).astype(np.float32)
+        parts = [dense, self.words.encode(texts)]
+        if current is not None:
+            parts.append(self.words.encode(current))
+        return np.hstack(parts).astype(np.float32)
 
     @property
     def dims(self) -> dict[str, int]:

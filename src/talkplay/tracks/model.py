@@ -1,8 +1,9 @@
 """A causal LM and a ``TrackNet`` as one network: ``ContentModel(lm, net, features, slot_id)``.
 
 Tracks enter the LM as their rows (the slot's input embedding), the request's text
-embedding is added at every ``<|music|>`` the assistant writes, and the hidden state there
-is scored against every catalog row. ``model(**batch)`` (a batch from
+embedding (and the conversation's tracks so far, ``TrackNet.query``) is added at every
+``<|music|>`` the assistant writes, and the hidden state there is scored against every
+catalog row. ``model(**batch)`` (a batch from
 ``talkplay.tracks.data.collate`` plus ``queries``) returns the summed text and track loss
 for training; ``model.embed(...)`` and ``model.track_scores(...)`` serve inference.
 """
@@ -58,13 +59,19 @@ class ContentModel(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, rows: torch.Tensor, slot_b: torch.Tensor, slot_p: torch.Tensor,
               slot_row: torch.Tensor, open_b: torch.Tensor, open_p: torch.Tensor,
-              open_query: torch.Tensor) -> torch.Tensor:
-        """Input embeddings: token rows, slots replaced by track rows, requests added at opens."""
+              open_query: torch.Tensor, ctx_open: torch.Tensor | None = None,
+              ctx_row: torch.Tensor | None = None, ctx_w: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings: token rows, slots replaced by track rows, requests (with their
+        context: ``ctx_*`` as ``TrackNet.context`` reads them) added at opens."""
         emb = self.lm.get_input_embeddings()(input_ids)
         if len(slot_b):
             emb = emb.index_put((slot_b, slot_p), rows[slot_row].to(emb.dtype))
         if len(open_b):
-            emb = emb.index_put((open_b, open_p), self.net.query(open_query).to(emb.dtype), accumulate=True)
+            ctx = None
+            if ctx_open is not None and self.net.context_in is not None:
+                ctx = self.net.context(rows, len(open_b), ctx_open, ctx_row, ctx_w)
+            q = self.net.query(open_query, ctx).to(emb.dtype)
+            emb = emb.index_put((open_b, open_p), q, accumulate=True)
         return emb
 
     def track_scores(self, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -73,7 +80,8 @@ class ContentModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, slot_b: torch.Tensor,
                 slot_p: torch.Tensor, slot_row: torch.Tensor, open_b: torch.Tensor, open_p: torch.Tensor,
                 open_q: torch.Tensor, open_target: torch.Tensor, queries: torch.Tensor,
-                text_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                ctx_open: torch.Tensor | None = None, ctx_row: torch.Tensor | None = None,
+                ctx_w: torch.Tensor | None = None, text_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """``{"loss", "text_loss", "track_loss", "n_text", "n_tracks"}`` for one batch.
 
         The text loss is the LM's cross-entropy on the supervised reply tokens (its head run
@@ -84,15 +92,19 @@ class ContentModel(nn.Module):
         """
         if self.n_tracks > self.full_softmax_max:
             extra = torch.randint(self.n_tracks, (self.negatives,), device=slot_row.device)
-            cand, inverse = torch.unique(torch.cat([slot_row, open_target.clamp(min=0), extra]),
+            ctx = ctx_row if ctx_row is not None else slot_row[:0]
+            cand, inverse = torch.unique(torch.cat([slot_row, open_target.clamp(min=0), ctx, extra]),
                                          return_inverse=True)
             n_slots, n_opens = len(slot_row), len(open_target)
             slot_row = inverse[:n_slots]
             open_target = torch.where(open_target >= 0, inverse[n_slots:n_slots + n_opens], open_target)
+            if ctx_row is not None:
+                ctx_row = inverse[n_slots + n_opens: n_slots + n_opens + len(ctx)]
             rows = self.rows(cand)
         else:
             rows = self.rows()
-        emb = self.embed(input_ids, rows, slot_b, slot_p, slot_row, open_b, open_p, queries[open_q])
+        emb = self.embed(input_ids, rows, slot_b, slot_p, slot_row, open_b, open_p, queries[open_q],
+                         ctx_open, ctx_row, ctx_w)
         out = self.lm(inputs_embeds=emb, output_hidden_states=True, logits_to_keep=1, use_cache=False)
         hidden = out.hidden_states[-1]
         target = labels[:, 1:]

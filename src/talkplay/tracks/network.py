@@ -5,7 +5,9 @@
 embeddings (a projection per modality, a learnt "missing" vector where a modality is
 absent, summed and scaled to the LM's embedding norm). ``net.query(q)`` projects the text
 encoder's embedding of the user's request (followed by the request's ``words`` vector when
-the net has that modality, ``talkplay.tracks.words``) into the LM's hidden size; the model
+the net has that modality, ``talkplay.tracks.words``) into the LM's hidden size, together
+with the conversation's tracks so far (the weighted mean of their rows, ``context``), gated
+by the turn's own words (does it go on from them or ask for something new?); the model
 adds it to the input of every ``<|music|>`` position it writes. ``net.scores(h, rows)`` scores the
 LM's hidden state at ``<|music|>`` against every row: one matrix product over the catalog.
 
@@ -42,6 +44,13 @@ class TrackNetConfig:
     # and in a row (tuned on untrained networks, CPCD: BENCHMARKS.md, "Words")
     words_gain: float = 1.0
     words_row: float = 1.5
+    # the request projections hold unit-size weights and their output is multiplied by
+    # inject_gain * row_norm (~700 for 30 layers): weights that large would barely move under
+    # Adam, whose steps are lr-sized whatever the weight's size. False in nets saved before.
+    unit_query: bool = False
+    # the conversation's tracks beside the request, at initialisation as large as the request
+    # itself times this (0: no context; nets saved before had none). CPCD: BENCHMARKS.md, "Context"
+    context: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +62,9 @@ def isometry(hidden: int, query_dim: int, seed: int) -> torch.Tensor:
     a = torch.randn(max(hidden, query_dim), min(hidden, query_dim), generator=gen, dtype=torch.float64)
     q, _ = torch.linalg.qr(a)
     return (q if hidden >= query_dim else q.T).float()
+
+
+GATE_SCALE = 20.0  # the context gate's logits: lets a zero-initialised gate move within tens of steps
 
 
 class TrackNet(nn.Module):
@@ -68,6 +80,9 @@ class TrackNet(nn.Module):
         # the request's words vector, when tracks have the words modality
         self.words_dim = cfg.dims.get(WORDS, 0)
         self.query_words = nn.Linear(self.words_dim, cfg.hidden, bias=False) if self.words_dim else None
+        # the conversation's tracks (a mean of rows) and, with words, a gate read from the turn's words
+        self.context_in = nn.Linear(cfg.hidden, cfg.hidden, bias=False) if cfg.context else None
+        self.context_gate = nn.Linear(self.words_dim, 1) if cfg.context and self.words_dim else None
         self.readout = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
 
@@ -88,11 +103,18 @@ class TrackNet(nn.Module):
                     w = isometry(cfg.hidden, cfg.dims[m], cfg.seed + 2 + len(m))
                     lin.weight.copy_(w * (0.2 if shared else 1.0))
             net.missing.copy_(1e-2 * torch.randn(net.missing.shape, generator=gen))
-            net.query_in.weight.copy_(p * cfg.inject_gain * cfg.row_norm)
+            gain = 1.0 if cfg.unit_query else cfg.inject_gain * cfg.row_norm
+            net.query_in.weight.copy_(p * gain)
             if net.query_words is not None:
                 w = isometry(cfg.hidden, net.words_dim, cfg.seed)  # = p when the sizes match
-                net.query_words.weight.copy_(w * cfg.words_gain * cfg.inject_gain * cfg.row_norm)
+                net.query_words.weight.copy_(w * cfg.words_gain * gain)
             net.readout.weight.copy_(p @ p.T)
+            if net.context_in is not None:  # as large as the request vector (text + words, ~orthogonal)
+                size = math.hypot(1.0, cfg.words_gain if net.words_dim else 0.0)
+                net.context_in.weight.copy_(torch.eye(cfg.hidden) * cfg.context * size)
+            if net.context_gate is not None:  # open at 1 (2 sigmoid(0)) until training says otherwise
+                net.context_gate.weight.zero_()
+                net.context_gate.bias.zero_()
         return net
 
     def rows(self, arrays: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -105,12 +127,33 @@ class TrackNet(nn.Module):
         assert total is not None, "a TrackNet needs at least one modality"
         return nn.functional.normalize(total, dim=-1, eps=1e-8) * self.cfg.row_norm
 
-    def query(self, q: torch.Tensor) -> torch.Tensor:
-        """The request (text embedding, then words vector if any) projected into the LM's hidden size."""
-        out = self.query_in(q[..., : self.cfg.query_dim])
+    @property
+    def request_dim(self) -> int:
+        """Size of a request vector: text embedding, words, and the turn's own words when gated."""
+        return self.cfg.query_dim + self.words_dim * (2 if self.context_gate is not None else 1)
+
+    def context(self, rows: torch.Tensor, n_opens: int, ctx_open: torch.Tensor, ctx_row: torch.Tensor,
+                ctx_w: torch.Tensor) -> torch.Tensor:
+        """(n_opens, hidden): each open's context, the unit-length weighted mean of the rows
+        ``ctx_row`` (weights ``ctx_w``) that ``ctx_open`` assigns to it; zero where it has none."""
+        out = torch.zeros(n_opens, rows.shape[-1], dtype=rows.dtype, device=rows.device)
+        if len(ctx_open):
+            out = out.index_add(0, ctx_open, rows[ctx_row] * ctx_w[:, None].to(rows.dtype))
+        return nn.functional.normalize(out, dim=-1, eps=1e-8)
+
+    def query(self, q: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The request (text embedding, then words vector if any, then the turn's own words when
+        the context is gated) and the ``context`` projected into the LM's hidden size."""
+        d, w = self.cfg.query_dim, self.words_dim
+        out = self.query_in(q[..., :d])
         if self.query_words is not None:
-            out = out + self.query_words(q[..., self.cfg.query_dim:])
-        return out
+            out = out + self.query_words(q[..., d: d + w])
+        if context is not None and self.context_in is not None:
+            c = self.context_in(context.to(out.dtype))
+            if self.context_gate is not None:
+                c = c * 2 * torch.sigmoid(GATE_SCALE * self.context_gate(q[..., d + w:]))
+            out = out + c
+        return out * (self.cfg.inject_gain * self.cfg.row_norm) if self.cfg.unit_query else out
 
     def scores(self, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Logits over every row for hidden states at ``<|music|>``: (..., N)."""

@@ -36,7 +36,7 @@ from talkplay.log import ProgressBar, get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
 from talkplay.model import expand_vocab, load_base
 from talkplay.run import Run
-from talkplay.tracks.data import Example, collate
+from talkplay.tracks.data import Example, collate, request_key
 from talkplay.tracks.features import TrackFeatures, TrackSlots
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
@@ -110,7 +110,7 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures, encoder: Any = None) -
     gain = cfg.inject_gain * residual_norm(lm, tok) / row_norm
     ncfg = TrackNetConfig(dims=feats.dims, hidden=lm.config.hidden_size, query_dim=query_dim,
                           text_modalities=feats.text_modalities, row_norm=row_norm,
-                          inject_gain=gain, seed=cfg.seed)
+                          inject_gain=gain, seed=cfg.seed, unit_query=True, context=cfg.context)
     net = TrackNet.create(ncfg)
     if cfg.lora:
         lm = add_lora(lm, cfg, new_ids)
@@ -193,15 +193,23 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     # writes as many (at most k) before generating a reply, so the reply sees what it learnt
     per_turn = [n for c in convs for t in c.turns if (n := len(turn_tracks(t, slots, rcfg)))]
     reply_tracks = int(np.median(per_turn)) if per_turn else 1
-    texts = list(dict.fromkeys(q for e in examples for _, q, _ in e.opens))
-    query_index = {t: i for i, t in enumerate(texts)}
+    keys = list(dict.fromkeys(request_key(o) for e in examples for o in e.opens))
+    query_index = {k: i for i, k in enumerate(keys)}
+    texts = [t for t, _ in keys]
+    current = [c for _, c in keys] if model.net.context_gate is not None else None
     with acc.main_process_first():  # the main process encodes and caches; the others read the cache
-        queries = torch.from_numpy(feats.requests(encode_queries(run, texts, encoder), texts))
+        queries = torch.from_numpy(feats.requests(encode_queries(run, texts, encoder), texts, current))
     device = acc.device
     queries = queries.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = sum(p.numel() for p in params)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    net_params = {id(p) for p in model.net.parameters()}
+    # the track network starts where the text encoder already ranks well (BENCHMARKS.md,
+    # "Words"); at the LM's LoRA rate its row projections drift toward the few training
+    # targets and cold tracks pay, so it learns at cfg.net_lr times that rate
+    groups = [{"params": [p for p in params if id(p) not in net_params], "lr_scale": 1.0},
+              {"params": [p for p in params if id(p) in net_params], "lr_scale": cfg.net_lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=0.0)
     ckpt = run.checkpoints_dir / CHECKPOINT
     state = {"step": 0, "elapsed": 0.0, "epoch": 0, "cursor": 0, "tokens": 0}
     resumed = None
@@ -248,7 +256,7 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
             done = max(state["step"] / total_steps, elapsed / budget_s if budget_s else 0.0)
             lr = cfg.lr * min(1.0, (state["step"] + 1) / warmup) * max(0.0, 1.0 - done)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g["lr_scale"]
             out = model(**batch, queries=queries, text_weight=cfg.text_weight)
             acc.backward(out["loss"])
             acc.clip_grad_norm_(params, 1.0)

@@ -1,0 +1,57 @@
+"""The conversation's tracks so far as an input at ``<|music|>``: which tracks, how much, gated."""
+
+from __future__ import annotations
+
+import torch
+
+from talkplay.catalog import Conversation, Turn
+from talkplay.tracks.data import CONTEXT_DECAY, context_tracks
+from talkplay.tracks.network import TrackNet, TrackNetConfig
+from talkplay.tracks.words import WORDS
+
+
+def test_context_is_the_unrejected_tracks_so_far_latest_weighing_most():
+    conv = Conversation(id="c", turns=[Turn(user="jazz", recommended=["a"], liked=["a"]),
+                                       Turn(user="reggae", recommended=["b"], disliked=["b"]),
+                                       Turn(user="more", recommended=["c", "d"]),
+                                       Turn(user="and now?")])
+    assert context_tracks(conv, 3) == [("a", CONTEXT_DECAY ** 2), ("c", 1.0), ("d", 1.0)]
+    assert context_tracks(conv, 0) == []  # the first request has nothing before it
+    align = Conversation(id="x", turns=conv.turns, extra={"alignment": True})
+    assert context_tracks(align, 3) == []  # packed unrelated requests: nothing carries over
+
+
+def net_and_rows(n: int = 12) -> tuple[TrackNet, torch.Tensor]:
+    cfg = TrackNetConfig(dims={"metadata": 16, WORDS: 16}, hidden=24, query_dim=16,
+                         text_modalities=["metadata", WORDS], unit_query=True, context=1.0)
+    net = TrackNet.create(cfg)
+    gen = torch.Generator().manual_seed(0)
+    arrays = {m: torch.randn(n, 16, generator=gen) for m in cfg.dims}
+    masks = {m: torch.ones(n, dtype=torch.bool) for m in cfg.dims}
+    return net, net.rows(arrays, masks)
+
+
+@torch.no_grad()
+def test_context_alone_points_the_head_at_the_tracks_it_holds():
+    net, rows = net_and_rows()
+    ctx = net.context(rows, 2, torch.tensor([0, 1, 1]), torch.tensor([3, 5, 7]),
+                      torch.tensor([1.0, 1.0, 0.25]))
+    assert torch.allclose(ctx.norm(dim=-1), torch.ones(2))
+    q = net.query(torch.zeros(2, net.request_dim), ctx)
+    top = net.scores(q, rows).argmax(-1)
+    assert top.tolist() == [3, 5]  # one track: itself; two: the one weighing most
+    none = net.context(rows, 1, torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long),
+                       torch.tensor([]))
+    assert not none.any()  # no tracks before: no context at all
+
+
+@torch.no_grad()
+def test_the_turns_own_words_gate_the_context():
+    net, rows = net_and_rows()
+    ctx = net.context(rows, 1, torch.tensor([0]), torch.tensor([3]), torch.tensor([1.0]))
+    request = torch.randn(1, net.request_dim)
+    alone = net.query(request)
+    opened = net.query(request, ctx)
+    assert torch.allclose(opened - alone, net.context_in(ctx) * net.cfg.inject_gain * net.cfg.row_norm)
+    net.context_gate.bias.fill_(-5.0)  # a turn that asks for something new: the gate shuts
+    assert torch.allclose(net.query(request, ctx), alone, atol=1e-3 * float(alone.norm()))
