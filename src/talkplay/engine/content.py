@@ -141,8 +141,9 @@ class ContentEngine(Engine):
         """What the model reads at the opens answering ``turns``: request vector and context."""
         texts = [query_text(conversation, t) for t in turns]
         gated = self.content.net.context_gate is not None
-        current = [current_text(conversation, t) for t in turns] if gated else None
-        vectors = torch.from_numpy(self.content.features.requests(self.text.encode(texts), texts, current))
+        dense = self.text.encode(texts + ([current_text(conversation, t) for t in turns] if gated else []))
+        current = dense[len(texts):] if gated else None
+        vectors = torch.from_numpy(self.content.features.requests(dense[: len(texts)], texts, current))
         index = self.music.index
         return [Request(v.to(self.device),
                         [(index[x], w) for x, w in context_tracks(conversation, t) if x in index])

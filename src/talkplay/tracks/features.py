@@ -96,15 +96,14 @@ class TrackFeatures:
             log.warning("%d track(s) have no content at all and get the 'missing' row: %s", len(empty), shown)
         return feats
 
-    def requests(self, dense: np.ndarray, texts: list[str], current: list[str] | None = None) -> np.ndarray:
+    def requests(self, dense: np.ndarray, texts: list[str], current: np.ndarray | None = None) -> np.ndarray:
         """What the model reads of each request: its text-encoder embedding ``dense``,
         followed by the words vector of the same text when the features have words, and then
-        by that of ``current`` (each turn's own message, for a net whose context is gated)."""
-        if self.words is None:
-            return dense
-        parts = [dense, self.words.encode(texts)]
+        by ``current``, the text embedding of each turn's own message, for a net that reads
+        the conversation's tracks (``TrackNet.context_gate``)."""
+        parts = [dense] + ([self.words.encode(texts)] if self.words is not None else [])
         if current is not None:
-            parts.append(self.words.encode(current))
+            parts.append(current)
         return np.hstack(parts).astype(np.float32)
 
     @property

@@ -7,7 +7,8 @@ absent, summed and scaled to the LM's embedding norm). ``net.query(q)`` projects
 encoder's embedding of the user's request (followed by the request's ``words`` vector when
 the net has that modality, ``talkplay.tracks.words``) into the LM's hidden size, together
 with the conversation's tracks so far (the weighted mean of their rows, ``context``), gated
-by the turn's own words (does it go on from them or ask for something new?); the model
+by the text embedding of the turn's own message (does it go on from them or ask for
+something new?); the model
 adds it to the input of every ``<|music|>`` position it writes. ``net.scores(h, rows)`` scores the
 LM's hidden state at ``<|music|>`` against every row: one matrix product over the catalog.
 
@@ -80,9 +81,10 @@ class TrackNet(nn.Module):
         # the request's words vector, when tracks have the words modality
         self.words_dim = cfg.dims.get(WORDS, 0)
         self.query_words = nn.Linear(self.words_dim, cfg.hidden, bias=False) if self.words_dim else None
-        # the conversation's tracks (a mean of rows) and, with words, a gate read from the turn's words
+        # the conversation's tracks (a mean of rows), gated by the text embedding of the turn's
+        # own message (words would not do: "more like that" has no catalog word)
         self.context_in = nn.Linear(cfg.hidden, cfg.hidden, bias=False) if cfg.context else None
-        self.context_gate = nn.Linear(self.words_dim, 1) if cfg.context and self.words_dim else None
+        self.context_gate = nn.Linear(cfg.query_dim, 1) if cfg.context else None
         self.readout = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
 
@@ -129,8 +131,9 @@ class TrackNet(nn.Module):
 
     @property
     def request_dim(self) -> int:
-        """Size of a request vector: text embedding, words, and the turn's own words when gated."""
-        return self.cfg.query_dim + self.words_dim * (2 if self.context_gate is not None else 1)
+        """Size of a request vector: text embedding, words, then the turn's own text embedding
+        when the net reads a context."""
+        return self.cfg.query_dim * (2 if self.context_gate is not None else 1) + self.words_dim
 
     def context(self, rows: torch.Tensor, n_opens: int, ctx_open: torch.Tensor, ctx_row: torch.Tensor,
                 ctx_w: torch.Tensor) -> torch.Tensor:
@@ -142,8 +145,9 @@ class TrackNet(nn.Module):
         return nn.functional.normalize(out, dim=-1, eps=1e-8)
 
     def query(self, q: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """The request (text embedding, then words vector if any, then the turn's own words when
-        the context is gated) and the ``context`` projected into the LM's hidden size."""
+        """The request (text embedding, then words vector if any, then the text embedding of the
+        turn's own message when the net reads a context) and the ``context`` projected into the
+        LM's hidden size."""
         d, w = self.cfg.query_dim, self.words_dim
         out = self.query_in(q[..., :d])
         if self.query_words is not None:

@@ -52,8 +52,11 @@ def encode_queries(run: Run, texts: list[str], enc: Any) -> np.ndarray:
     path = run.cache_dir / f"queries-{key}.npy"
     if path.exists():
         return np.load(path)
-    log.info("encoding %d request texts with %s", len(texts), enc.name)
-    vecs = enc.encode(texts) if texts else np.zeros((0, enc.dim), dtype=np.float32)
+    unique = list(dict.fromkeys(texts))
+    log.info("encoding %d request texts with %s", len(unique), enc.name)
+    vecs = enc.encode(unique) if unique else np.zeros((0, enc.dim), dtype=np.float32)
+    at = {t: i for i, t in enumerate(unique)}
+    vecs = vecs[[at[t] for t in texts]] if texts else vecs
     save_npy_atomic(path, vecs)
     return vecs
 
@@ -196,8 +199,9 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     keys = list(dict.fromkeys(request_key(o) for e in examples for o in e.opens))
     query_index = {k: i for i, k in enumerate(keys)}
     texts = [t for t, _ in keys]
-    current = [c for _, c in keys] if model.net.context_gate is not None else None
+    gated = model.net.context_gate is not None
     with acc.main_process_first():  # the main process encodes and caches; the others read the cache
+        current = encode_queries(run, [c for _, c in keys], encoder) if gated else None
         queries = torch.from_numpy(feats.requests(encode_queries(run, texts, encoder), texts, current))
     device = acc.device
     queries = queries.to(device)
