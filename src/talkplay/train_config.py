@@ -58,8 +58,9 @@ class TrainConfig:
     # content: a track's own words (title, artists, album, tags) as one more modality, and the
     # request's words beside its text embedding (talkplay.tracks.words)
     words: bool = True
-    # content: the track network's learning rate as a fraction of --lr (see talkplay.tracks.train)
-    net_lr: float = 1.0
+    # content: the track network's learning rate as a fraction of --lr (talkplay.tracks.train); on
+    # CPCD 1.0 undid most of what the untrained network ranks, 0.1 kept it (BENCHMARKS.md, "Context")
+    net_lr: float = 0.1
     # content: the conversation's tracks so far beside the request at <|music|>, at this weight
     # (relative to the request) at initialisation; 0: none
     context: float = 1.0
