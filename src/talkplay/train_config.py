@@ -61,6 +61,9 @@ class TrainConfig:
     # content: the track network's learning rate as a fraction of --lr (talkplay.tracks.train); on
     # CPCD 1.0 undid most of what the untrained network ranks, 0.1 kept it (BENCHMARKS.md, "Context")
     net_lr: float = 0.1
+    # content: the request's words beside its text embedding at initialisation (CPCD is best at
+    # 1.0; the demo, whose requests name tags and artists, at 1.5: BENCHMARKS.md, "Context")
+    words_gain: float = 1.0
     # content: the conversation's tracks so far beside the request at <|music|>, at this weight
     # (relative to the request) at initialisation; 0: none
     context: float = 1.0
@@ -80,6 +83,7 @@ class TrainConfig:
             (0 <= self.modality_dropout < 1, "--modality-dropout must be in [0, 1)"),
             (self.net_lr >= 0, "--net-lr must be 0 (frozen) or positive"),
             (self.context >= 0, "--context must be 0 (none) or positive"),
+            (self.words_gain >= 0, "--words-gain must be 0 or positive"),
         ]
         for ok, msg in checks:
             if not ok:

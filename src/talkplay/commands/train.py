@@ -70,6 +70,9 @@ def register(app: typer.Typer) -> None:
             d.net_lr, "--net-lr",
             help="content: learning rate of the track network (row and request projections, "
                  "head), as a fraction of --lr; 0 freezes it."),
+        words_gain: float = typer.Option(
+            d.words_gain, "--words-gain",
+            help="content: weight of the request's words beside its text embedding, at initialisation."),
         context: float = typer.Option(
             d.context, "--context",
             help="content: weight of the conversation's tracks so far beside the request at "
@@ -88,7 +91,8 @@ def register(app: typer.Typer) -> None:
                           supervised_logits=supervised_logits, track_repr=track_repr,
                           time_budget=time_budget, inject_gain=inject_gain, text_weight=text_weight,
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
-                          words=words, net_lr=net_lr, context=context)
+                          words=words, net_lr=net_lr, context=context,
+                          words_gain=words_gain)
         out = train_run(Run(run), cfg)
         if out.get("rank", 0) != 0:  # data-parallel replicas: only the main process reports
             return

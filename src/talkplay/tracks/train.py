@@ -113,7 +113,8 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures, encoder: Any = None) -
     gain = cfg.inject_gain * residual_norm(lm, tok) / row_norm
     ncfg = TrackNetConfig(dims=feats.dims, hidden=lm.config.hidden_size, query_dim=query_dim,
                           text_modalities=feats.text_modalities, row_norm=row_norm,
-                          inject_gain=gain, seed=cfg.seed, unit_query=True, context=cfg.context)
+                          inject_gain=gain, seed=cfg.seed, unit_query=True, context=cfg.context,
+                          words_gain=cfg.words_gain)
     net = TrackNet.create(ncfg)
     if cfg.lora:
         lm = add_lora(lm, cfg, new_ids)
@@ -207,10 +208,13 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     queries = queries.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = sum(p.numel() for p in params)
-    net_params = {id(p) for p in model.net.parameters()}
+    gate = model.net.context_gate
+    fresh = {id(p) for p in gate.parameters()} if gate is not None else set()
+    net_params = {id(p) for p in model.net.parameters()} - fresh
     # the track network starts where the text encoder already ranks well (BENCHMARKS.md,
     # "Words"); at the LM's LoRA rate its row projections drift toward the few training
-    # targets and cold tracks pay, so it learns at cfg.net_lr times that rate
+    # targets and cold tracks pay, so it learns at cfg.net_lr times that rate. The context
+    # gate starts at zero with nothing to keep, and must learn within the first steps
     groups = [{"params": [p for p in params if id(p) not in net_params], "lr_scale": 1.0},
               {"params": [p for p in params if id(p) in net_params], "lr_scale": cfg.net_lr}]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=0.0)
