@@ -1,0 +1,102 @@
+"""What the untrained track network ranks, without the LM: how large the context should start.
+
+Run as ``python benchmarks/untrained_probe.py RUN [--protocol cpcd] [--alphas 0,0.5,1,2]
+[--decays 0.5,1] [--modalities metadata] [--words-gain 1.0]``. For every (alpha, decay) a
+system is scored beside dense retrieval and hybrid on RUN's held-out split: the request
+vector (text embedding and words of every user turn) and, at ``alpha`` times its size, the
+context (the rows of the conversation's tracks so far, each earlier turn weighing ``decay``
+times the next), through a freshly initialised ``TrackNet``'s projections and read-out,
+scored by cosine against its rows. That is what the model's head sees at initialisation
+when the LM passes the injected vector through unchanged, and what training starts from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpcd import print_table  # noqa: E402
+
+import talkplay.evaluate.runner as runner  # noqa: E402
+from talkplay.baselines import REGISTRY, CatalogRecommender, user_text  # noqa: E402
+from talkplay.encoders.text import TextEncoder  # noqa: E402
+from talkplay.evaluate import EvalConfig, evaluate_run  # noqa: E402
+from talkplay.run import Run  # noqa: E402
+from talkplay.tracks.features import TrackFeatures  # noqa: E402
+from talkplay.tracks.network import TrackNet, TrackNetConfig  # noqa: E402
+
+
+def context(conv, decay: float) -> dict[str, float]:  # noqa: ANN001
+    """The tracks before the last turn, not rejected, weighted by recency (as ``context_tracks``)."""
+    out: dict[str, float] = {}
+    n = len(conv.turns) - 1
+    for i, t in enumerate(conv.turns[:-1]):
+        for tid in (*t.recommended, *t.liked):
+            if tid not in t.disliked:
+                out[tid] = decay ** (n - 1 - i)
+    return out
+
+
+class Untrained(CatalogRecommender):
+    """The untrained network's head, with the context at ``alpha`` times the request's size."""
+
+    def __init__(self, alpha: float, decay: float, args: argparse.Namespace, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.alpha, self.decay, self.args = alpha, decay, args
+
+    def _fit(self, catalog, train, run) -> None:  # noqa: ANN001
+        mods = self.args.modalities.split(",") if self.args.modalities else None
+        self.f = TrackFeatures.from_run(run, modalities=mods, words=True)
+        self.net = TrackNet.create(TrackNetConfig(
+            dims=self.f.dims, hidden=576, query_dim=384, text_modalities=self.f.text_modalities,
+            unit_query=True, words_gain=self.args.words_gain))
+        with torch.no_grad():
+            self.rows = torch.nn.functional.normalize(self.net.rows(*self.f.tensors()), dim=-1)
+        self.enc = TextEncoder(self.f.text_model)
+        self.at = {t.id: i for i, t in enumerate(catalog.tracks)}
+
+    @torch.no_grad()
+    def scores(self, conversation) -> np.ndarray:  # noqa: ANN001
+        text = user_text(conversation, "all")
+        q = self.net.query(torch.from_numpy(self.f.requests(self.enc.encode([text]), [text])))[0]
+        ctx = {self.at[t]: w for t, w in context(conversation, self.decay).items() if t in self.at}
+        if ctx and self.alpha:
+            c = (torch.tensor(list(ctx.values()))[:, None] * self.rows[list(ctx)]).sum(0)
+            q = q + self.alpha * q.norm() * torch.nn.functional.normalize(c, dim=-1)
+        u = torch.nn.functional.normalize(self.net.readout(q), dim=-1)
+        return (self.rows @ u).numpy()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--protocol", default="cpcd")
+    ap.add_argument("--alphas", default="0,0.5,1,2")
+    ap.add_argument("--decays", default="0.5,1")
+    ap.add_argument("--modalities", default=None)
+    ap.add_argument("--words-gain", type=float, default=1.0)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    names = []
+    for a in (float(x) for x in args.alphas.split(",")):
+        for d in ((float(x) for x in args.decays.split(",")) if a else [0.5]):
+            name = f"alpha {a:g}" + (f", decay {d:g}" if a else "")
+            REGISTRY[name] = lambda a=a, d=d, **kw: Untrained(a, d, args, **kw)
+            names.append(name)
+    runner.BASELINES = tuple(REGISTRY)  # the probe systems are scored like baselines
+    rep = evaluate_run(Run(args.run), EvalConfig(protocol=args.protocol, systems=[*names, "dense", "hybrid"],
+                                                 n_boot=0, write=False, replies=0))
+    rows = [[n, *(f"{s[p]['macro'][m]:.3f}" for p in ("all", "cold") for m in ("hit@10", "mrr@100"))]
+            for n, s in rep["systems"].items() if s.get("is_system", True)]
+    print_table(f"untrained network, {args.protocol}", ["system", "hit@10", "mrr@100", "cold hit@10",
+                                                         "cold mrr@100"], rows, args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
