@@ -270,3 +270,41 @@ def test_chat_with_a_content_model_likes_rejects_and_never_repeats(synth_content
     ids = [t for turn in turns for t in turn.recommended]
     assert len(ids) == len(set(ids)) == 6 and turns[0].liked and turns[0].disliked
     assert turns[1].recommended[0] == "t3"  # tango, as the known answers say
+
+
+def test_the_engine_reads_the_conversations_tracks_but_not_the_rejected_ones(synth_content):
+    run, _ = synth_content
+    engine = Engine.load(run.path)
+    gate = engine.content.net.context_gate
+    assert gate is not None  # on by default
+
+    def last_input(first: Turn) -> torch.Tensor:
+        conv = Conversation(id="c", turns=[first, Turn(user="more like that")])
+        return engine.prompt_embeds(conv)[-1]
+
+    def inputs() -> dict[str, torch.Tensor]:
+        ask = "play some jazz music"
+        return {"liked": last_input(Turn(user=ask, recommended=["t0"], liked=["t0"])),
+                "rejected": last_input(Turn(user=ask, recommended=["t0"], disliked=["t0"])),
+                "nothing": last_input(Turn(user=ask)),
+                "other": last_input(Turn(user=ask, recommended=["t3"], liked=["t3"]))}
+
+    with torch.no_grad():  # the trained gate, whatever it learnt, then held open, then shut
+        trained = inputs()
+        gate.weight.zero_()
+        gate.bias.fill_(5.0)
+        opened = inputs()
+        gate.bias.fill_(-5.0)
+        shut = inputs()
+    # what the request adds to the <|music|> token's own embedding
+    token = engine.content.lm.get_input_embeddings().weight[engine.open_id]
+    request = float((opened["nothing"] - token).norm())
+
+    def gap(x: dict[str, torch.Tensor], a: str, b: str) -> float:
+        return float((x[a] - x[b]).norm()) / request
+
+    for x in (trained, opened, shut):  # a rejected track is nothing to go on from (up to batching noise)
+        assert gap(x, "rejected", "nothing") < 1e-3
+    assert gap(opened, "liked", "nothing") > 0.2 and gap(opened, "liked", "other") > 0.1
+    assert gap(shut, "liked", "nothing") < 0.05  # a turn that asks for something new
+    assert gap(shut, "liked", "nothing") < gap(trained, "liked", "nothing") < gap(opened, "liked", "nothing")
