@@ -50,11 +50,10 @@ DEMO_COLLECTIONS = {
 # are word salad: BENCHMARKS.md, "Words"), and a track needs no token of its own to learn.
 # Training is bounded by time, not steps, so the first run fits 15 minutes on a slow 2-core
 # machine (BENCHMARKS.md, "Demo").
-# cards: the demo is a chat, so its replies copy from each track's card (costs some ranking);
-# words_gain: its requests name tags, artists and albums, which words match better than a
-# sentence encoder (untrained: tag requests 0.42 -> 0.55 hit@10; BENCHMARKS.md, "Context")
+# cards: the demo is a chat, so its replies copy from each track's card (costs some ranking).
+# words_gain 1.5 won tag requests untrained but lost overall once trained (BENCHMARKS.md, "Context")
 DEMO_TRAIN = {"time_budget": 6.0, "epochs": 1.0, "batch_size": 8, "max_length": 256, "init": "describe",
-              "lora": True, "lr": 1e-3, "cards": True, "words_gain": 1.5}
+              "lora": True, "lr": 1e-3, "cards": True}
 # about sqrt(catalog) clusters per modality: coarse codes a short training can learn
 DEMO_TOKENIZE = {"k": 25}
 # synthesized dialogs carry no goal playlist: score each turn's recommended track (next-track)

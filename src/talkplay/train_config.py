@@ -61,8 +61,8 @@ class TrainConfig:
     # content: the track network's learning rate as a fraction of --lr (talkplay.tracks.train); on
     # CPCD 1.0 undid most of what the untrained network ranks, 0.1 kept it (BENCHMARKS.md, "Context")
     net_lr: float = 0.1
-    # content: the request's words beside its text embedding at initialisation (CPCD is best at
-    # 1.0; the demo, whose requests name tags and artists, at 1.5: BENCHMARKS.md, "Context")
+    # content: the request's words beside its text embedding at initialisation (1.0: best on CPCD
+    # and, once trained, on the demo; BENCHMARKS.md, "Words" and "Context")
     words_gain: float = 1.0
     # content: the conversation's tracks so far beside the request at <|music|>, at this weight
     # (relative to the request) at initialisation; 0: none
