@@ -27,19 +27,9 @@ from talkplay.baselines import REGISTRY, CatalogRecommender, user_text  # noqa: 
 from talkplay.encoders.text import TextEncoder  # noqa: E402
 from talkplay.evaluate import EvalConfig, evaluate_run  # noqa: E402
 from talkplay.run import Run  # noqa: E402
+from talkplay.tracks.data import context_tracks  # noqa: E402
 from talkplay.tracks.features import TrackFeatures  # noqa: E402
 from talkplay.tracks.network import TrackNet, TrackNetConfig  # noqa: E402
-
-
-def context(conv, decay: float) -> dict[str, float]:  # noqa: ANN001
-    """The tracks before the last turn, not rejected, weighted by recency (as ``context_tracks``)."""
-    out: dict[str, float] = {}
-    n = len(conv.turns) - 1
-    for i, t in enumerate(conv.turns[:-1]):
-        for tid in (*t.recommended, *t.liked):
-            if tid not in t.disliked:
-                out[tid] = decay ** (n - 1 - i)
-    return out
 
 
 class Untrained(CatalogRecommender):
@@ -64,7 +54,8 @@ class Untrained(CatalogRecommender):
     def scores(self, conversation) -> np.ndarray:  # noqa: ANN001
         text = user_text(conversation, "all")
         q = self.net.query(torch.from_numpy(self.f.requests(self.enc.encode([text]), [text])))[0]
-        ctx = {self.at[t]: w for t, w in context(conversation, self.decay).items() if t in self.at}
+        last = len(conversation.turns) - 1
+        ctx = {self.at[t]: w for t, w in context_tracks(conversation, last, self.decay) if t in self.at}
         if ctx and self.alpha:
             c = (torch.tensor(list(ctx.values()))[:, None] * self.rows[list(ctx)]).sum(0)
             q = q + self.alpha * q.norm() * torch.nn.functional.normalize(c, dim=-1)

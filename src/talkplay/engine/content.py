@@ -40,7 +40,7 @@ from talkplay.log import get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
 from talkplay.names import CatalogNames
 from talkplay.run import Run
-from talkplay.tracks.data import context_tracks, current_text, query_text
+from talkplay.tracks.data import context_rows, current_text, query_text
 from talkplay.tracks.features import TrackFeatures, TrackSlots
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
@@ -144,9 +144,7 @@ class ContentEngine(Engine):
         dense = self.text.encode(texts + ([current_text(conversation, t) for t in turns] if gated else []))
         current = dense[len(texts):] if gated else None
         vectors = torch.from_numpy(self.content.features.requests(dense[: len(texts)], texts, current))
-        index = self.music.index
-        return [Request(v.to(self.device),
-                        [(index[x], w) for x, w in context_tracks(conversation, t) if x in index])
+        return [Request(v.to(self.device), context_rows(conversation, t, self.music.index))
                 for v, t in zip(vectors, turns, strict=True)]
 
     def _forward(self, emb: torch.Tensor, cache: Any = None) -> tuple[Any, Any]:

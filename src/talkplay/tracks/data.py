@@ -40,10 +40,10 @@ def current_text(conv: Conversation, turn: int) -> str:
     return conv.turns[turn].user.strip()
 
 
-def context_tracks(conv: Conversation, turn: int) -> list[tuple[str, float]]:
+def context_tracks(conv: Conversation, turn: int, decay: float = CONTEXT_DECAY) -> list[tuple[str, float]]:
     """``[(track_id, weight)]``: the tracks of the turns before ``turn`` that the user did not
-    reject (recommended, liked), the last turn's weighing 1 and each earlier one
-    ``CONTEXT_DECAY`` times less. Alignment conversations pack unrelated requests: none."""
+    reject (recommended, liked), the last turn's weighing 1 and each earlier one ``decay``
+    times less. Alignment conversations pack unrelated requests: none."""
     if conv.extra.get("alignment"):
         return []
     out: dict[str, float] = {}
@@ -51,8 +51,13 @@ def context_tracks(conv: Conversation, turn: int) -> list[tuple[str, float]]:
         bad = set(t.disliked)
         for tid in (*t.recommended, *t.liked):
             if tid not in bad:
-                out[tid] = CONTEXT_DECAY ** (turn - 1 - i)
+                out[tid] = decay ** (turn - 1 - i)
     return list(out.items())
+
+
+def context_rows(conv: Conversation, turn: int, index: dict[str, int]) -> list[tuple[int, float]]:
+    """``context_tracks`` as ``(row, weight)`` by ``index`` (track id -> row); unknown ids dropped."""
+    return [(index[t], w) for t, w in context_tracks(conv, turn) if t in index]
 
 
 @dataclass
@@ -90,9 +95,8 @@ class Example:
             ex.slots.append((p, row))
             labels[p] = -100  # the slot is predicted by the track head, not the text head
             if by_assistant and p > 0 and ids[p - 1] == open_id:
-                context = [(slots.index[t], w) for t, w in context_tracks(conv, turn) if t in slots.index]
                 ex.opens.append(Open(p - 1, query_text(conv, turn), row if r.loss_mask[p] else -1,
-                                     current_text(conv, turn), context))
+                                     current_text(conv, turn), context_rows(conv, turn, slots.index)))
         return ex
 
     @classmethod
