@@ -21,14 +21,19 @@ def test_context_is_the_unrejected_tracks_so_far_latest_weighing_most():
     assert context_tracks(align, 3) == []  # packed unrelated requests: nothing carries over
 
 
-def net_and_rows(n: int = 12) -> tuple[TrackNet, torch.Tensor]:
+def net_and_rows(n: int = 12, current: float = 0.0) -> tuple[TrackNet, torch.Tensor]:
+    net, rows, _ = net_rows_arrays(n, current)
+    return net, rows
+
+
+def net_rows_arrays(n: int = 12, current: float = 0.0) -> tuple[TrackNet, torch.Tensor, dict]:
     cfg = TrackNetConfig(dims={"metadata": 16, WORDS: 16}, hidden=24, query_dim=16,
-                         text_modalities=["metadata", WORDS], unit_query=True, context=1.0)
+                         text_modalities=["metadata", WORDS], unit_query=True, context=1.0, current=current)
     net = TrackNet.create(cfg)
     gen = torch.Generator().manual_seed(0)
-    arrays = {m: torch.randn(n, 16, generator=gen) for m in cfg.dims}
+    arrays = {m: torch.nn.functional.normalize(torch.randn(n, 16, generator=gen), dim=-1) for m in cfg.dims}
     masks = {m: torch.ones(n, dtype=torch.bool) for m in cfg.dims}
-    return net, net.rows(arrays, masks)
+    return net, net.rows(arrays, masks), arrays
 
 
 @torch.no_grad()
@@ -55,3 +60,21 @@ def test_the_turns_own_words_gate_the_context():
     assert torch.allclose(opened - alone, net.context_in(ctx) * net.cfg.inject_gain * net.cfg.row_norm)
     net.context_gate.bias.fill_(-5.0)  # a turn that asks for something new: the gate shuts
     assert torch.allclose(net.query(request, ctx), alone, atol=1e-3 * float(alone.norm()))
+
+
+@torch.no_grad()
+def test_the_turns_own_message_outweighs_the_earlier_ones_by_a_learnt_gain():
+    net, rows, arrays = net_rows_arrays(current=2.0)
+    assert net.request_dim == 16 + 16 + 16 + 16  # text and words of all turns, then of the turn alone
+
+    def text(i: int) -> torch.Tensor:  # a request worded like track i's own metadata
+        return torch.cat([arrays["metadata"][i], arrays[WORDS][i]])
+
+    # the conversation so far asked for track 3 (twice) and now asks for track 5
+    everything = torch.nn.functional.normalize(2 * text(3) + text(5), dim=-1)
+    request = torch.cat([everything[:16], everything[16:], text(5)[:16], text(5)[16:]])[None]
+    assert net.scores(net.query(request), rows).argmax().item() == 5
+    net.current_gain.fill_(-1.0)  # training can turn the gain down (here to exp(-20) of its start)
+    assert net.scores(net.query(request), rows).argmax().item() == 3
+    plain, _ = net_and_rows()  # a net without the gain reads only the whole conversation
+    assert plain.request_dim == 16 + 16 + 16 and plain.current_gain is None

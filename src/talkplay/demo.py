@@ -53,7 +53,7 @@ DEMO_COLLECTIONS = {
 # cards: the demo is a chat, so its replies copy from each track's card (costs some ranking).
 # words_gain 1.5 won tag requests untrained but lost overall once trained (BENCHMARKS.md, "Context")
 DEMO_TRAIN = {"time_budget": 6.0, "epochs": 1.0, "batch_size": 8, "max_length": 256, "init": "describe",
-              "lora": True, "lr": 1e-3, "cards": True}
+              "lora": True, "lr": 1e-3, "cards": True, "current": 2.0}
 # about sqrt(catalog) clusters per modality: coarse codes a short training can learn
 DEMO_TOKENIZE = {"k": 25}
 # synthesized dialogs carry no goal playlist: score each turn's recommended track (next-track)

@@ -67,6 +67,10 @@ class TrainConfig:
     # content: the conversation's tracks so far beside the request at <|music|>, at this weight
     # (relative to the request) at initialisation; 0: none
     context: float = 1.0
+    # content: the turn's own message beside the request (every user turn so far), at this weight
+    # at initialisation, through a learnt gain; 0: none. CPCD: 0.5 best of 0-2; the demo, whose
+    # requests name what they want turn by turn, uses 2 (BENCHMARKS.md, "Current turn")
+    current: float = 0.5
 
     def validate(self) -> None:
         checks = [
@@ -83,6 +87,7 @@ class TrainConfig:
             (0 <= self.modality_dropout < 1, "--modality-dropout must be in [0, 1)"),
             (self.net_lr >= 0, "--net-lr must be 0 (frozen) or positive"),
             (self.context >= 0, "--context must be 0 (none) or positive"),
+            (self.current >= 0, "--current must be 0 (none) or positive"),
             (self.words_gain >= 0, "--words-gain must be 0 or positive"),
         ]
         for ok, msg in checks:

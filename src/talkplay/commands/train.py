@@ -77,6 +77,10 @@ def register(app: typer.Typer) -> None:
             d.context, "--context",
             help="content: weight of the conversation's tracks so far beside the request at "
                  "<|music|>, at initialisation (0: the request alone)."),
+        current: float = typer.Option(
+            d.current, "--current",
+            help="content: weight of the turn's own message beside the whole conversation's "
+                 "request, at initialisation (0: the conversation's text alone)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Fine-tune the model: expand the vocabulary, train on dialogs, write RUN/model."""
@@ -92,7 +96,7 @@ def register(app: typer.Typer) -> None:
                           time_budget=time_budget, inject_gain=inject_gain, text_weight=text_weight,
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
                           words=words, net_lr=net_lr, context=context,
-                          words_gain=words_gain)
+                          words_gain=words_gain, current=current)
         out = train_run(Run(run), cfg)
         if out.get("rank", 0) != 0:  # data-parallel replicas: only the main process reports
             return

@@ -139,11 +139,13 @@ class ContentEngine(Engine):
 
     def _requests(self, conversation: Conversation, turns: list[int]) -> list[Request]:
         """What the model reads at the opens answering ``turns``: request vector and context."""
+        net = self.content.net
         texts = [query_text(conversation, t) for t in turns]
-        gated = self.content.net.context_gate is not None
-        dense = self.text.encode(texts + ([current_text(conversation, t) for t in turns] if gated else []))
-        current = dense[len(texts):] if gated else None
-        vectors = torch.from_numpy(self.content.features.requests(dense[: len(texts)], texts, current))
+        own = [current_text(conversation, t) for t in turns] if net.reads_current else []
+        dense = self.text.encode(texts + own)
+        current = dense[len(texts):] if own else None
+        vectors = torch.from_numpy(self.content.features.requests(
+            dense[: len(texts)], texts, current, own if net.current_gain is not None else None))
         return [Request(v.to(self.device), context_rows(conversation, t, self.music.index))
                 for v, t in zip(vectors, turns, strict=True)]
 

@@ -96,14 +96,21 @@ class TrackFeatures:
             log.warning("%d track(s) have no content at all and get the 'missing' row: %s", len(empty), shown)
         return feats
 
-    def requests(self, dense: np.ndarray, texts: list[str], current: np.ndarray | None = None) -> np.ndarray:
-        """What the model reads of each request: its text-encoder embedding ``dense``,
-        followed by the words vector of the same text when the features have words, and then
-        by ``current``, the text embedding of each turn's own message, for a net that reads
-        the conversation's tracks (``TrackNet.context_gate``)."""
-        parts = [dense] + ([self.words.encode(texts)] if self.words is not None else [])
+    def requests(self, dense: np.ndarray, texts: list[str], current: np.ndarray | None = None,
+                 current_texts: list[str] | None = None) -> np.ndarray:
+        """What the model reads of each request (``TrackNet.request_dim`` wide): its text-encoder
+        embedding ``dense``, followed by the words vector of the same text when the features have
+        words; then ``current``, the text embedding of each turn's own message, for a net that
+        reads it (``TrackNet.reads_current``), and the words of ``current_texts``, that message,
+        for a net with a current gain."""
+        def words(t: list[str]) -> list[np.ndarray]:
+            return [self.words.encode(t)] if self.words is not None else []
+
+        parts = [dense, *words(texts)]
         if current is not None:
             parts.append(current)
+        if current_texts is not None:
+            parts += words(current_texts)
         return np.hstack(parts).astype(np.float32)
 
     @property

@@ -52,6 +52,10 @@ class TrackNetConfig:
     # the conversation's tracks beside the request, at initialisation as large as the request
     # itself times this (0: no context; nets saved before had none). CPCD: BENCHMARKS.md, "Context"
     context: float = 0.0
+    # the turn's own message beside the request (every user turn so far), at initialisation this
+    # many times as large: a new request names what it wants in its own words, which the whole
+    # conversation's text dilutes (0: none; nets saved before had none). BENCHMARKS.md, "Current turn"
+    current: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,7 +69,9 @@ def isometry(hidden: int, query_dim: int, seed: int) -> torch.Tensor:
     return (q if hidden >= query_dim else q.T).float()
 
 
-GATE_SCALE = 20.0  # the context gate's logits: lets a zero-initialised gate move within tens of steps
+# the context gate's logits and the log of the current gain: lets a zero-initialised parameter
+# move a long way within tens of steps (Adam's steps are about the learning rate)
+GATE_SCALE = GAIN_SCALE = 20.0
 
 
 class TrackNet(nn.Module):
@@ -85,6 +91,9 @@ class TrackNet(nn.Module):
         # own message (words would not do: "more like that" has no catalog word)
         self.context_in = nn.Linear(cfg.hidden, cfg.hidden, bias=False) if cfg.context else None
         self.context_gate = nn.Linear(cfg.query_dim, 1) if cfg.context else None
+        # the turn's own message through the same projections as the request, times a learnt
+        # gain cfg.current * exp(GAIN_SCALE * current_gain), from zero
+        self.current_gain = nn.Parameter(torch.zeros(())) if cfg.current else None
         self.readout = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
 
@@ -130,10 +139,16 @@ class TrackNet(nn.Module):
         return nn.functional.normalize(total, dim=-1, eps=1e-8) * self.cfg.row_norm
 
     @property
+    def reads_current(self) -> bool:
+        """Whether a request vector carries the turn's own message (for the gate or the gain)."""
+        return self.context_gate is not None or self.current_gain is not None
+
+    @property
     def request_dim(self) -> int:
-        """Size of a request vector: text embedding, words, then the turn's own text embedding
-        when the net reads a context."""
-        return self.cfg.query_dim * (2 if self.context_gate is not None else 1) + self.words_dim
+        """Size of a request vector: text embedding and words of every user turn so far, then the
+        turn's own text embedding when the net reads it, then its words with a current gain."""
+        d, w = self.cfg.query_dim, self.words_dim
+        return d + w + (d if self.reads_current else 0) + (w if self.current_gain is not None else 0)
 
     def context(self, rows: torch.Tensor, n_opens: int, ctx_open: torch.Tensor, ctx_row: torch.Tensor,
                 ctx_w: torch.Tensor) -> torch.Tensor:
@@ -144,18 +159,25 @@ class TrackNet(nn.Module):
             out = out.index_add(0, ctx_open, rows[ctx_row] * ctx_w[:, None].to(rows.dtype))
         return nn.functional.normalize(out, dim=-1, eps=1e-8)
 
+    def _text(self, q: torch.Tensor) -> torch.Tensor:
+        """A text embedding followed by its words vector (if the net has words), projected."""
+        out = self.query_in(q[..., : self.cfg.query_dim])
+        if self.query_words is not None:
+            out = out + self.query_words(q[..., self.cfg.query_dim:])
+        return out
+
     def query(self, q: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """The request (text embedding, then words vector if any, then the text embedding of the
-        turn's own message when the net reads a context) and the ``context`` projected into the
+        """The request (``request_dim`` wide, see there) and the ``context`` projected into the
         LM's hidden size."""
         d, w = self.cfg.query_dim, self.words_dim
-        out = self.query_in(q[..., :d])
-        if self.query_words is not None:
-            out = out + self.query_words(q[..., d: d + w])
+        out = self._text(q[..., : d + w])
+        if self.current_gain is not None:
+            gain = self.cfg.current * torch.exp(GAIN_SCALE * self.current_gain)
+            out = out + gain * self._text(q[..., d + w:])
         if context is not None and self.context_in is not None:
             c = self.context_in(context.to(out.dtype))
             if self.context_gate is not None:
-                c = c * 2 * torch.sigmoid(GATE_SCALE * self.context_gate(q[..., d + w:]))
+                c = c * 2 * torch.sigmoid(GATE_SCALE * self.context_gate(q[..., d + w: 2 * d + w]))
             out = out + c
         return out * (self.cfg.inject_gain * self.cfg.row_norm) if self.cfg.unit_query else out
 

@@ -114,7 +114,7 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures, encoder: Any = None) -
     ncfg = TrackNetConfig(dims=feats.dims, hidden=lm.config.hidden_size, query_dim=query_dim,
                           text_modalities=feats.text_modalities, row_norm=row_norm,
                           inject_gain=gain, seed=cfg.seed, unit_query=True, context=cfg.context,
-                          words_gain=cfg.words_gain)
+                          words_gain=cfg.words_gain, current=cfg.current)
     net = TrackNet.create(ncfg)
     if cfg.lora:
         lm = add_lora(lm, cfg, new_ids)
@@ -200,21 +200,24 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     keys = list(dict.fromkeys(request_key(o) for e in examples for o in e.opens))
     query_index = {k: i for i, k in enumerate(keys)}
     texts = [t for t, _ in keys]
-    gated = model.net.context_gate is not None
+    own = [c for _, c in keys]
     with acc.main_process_first():  # the main process encodes and caches; the others read the cache
-        current = encode_queries(run, [c for _, c in keys], encoder) if gated else None
-        queries = torch.from_numpy(feats.requests(encode_queries(run, texts, encoder), texts, current))
+        current = encode_queries(run, own, encoder) if model.net.reads_current else None
+        queries = torch.from_numpy(feats.requests(encode_queries(run, texts, encoder), texts, current,
+                                                  own if model.net.current_gain is not None else None))
     device = acc.device
     queries = queries.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = sum(p.numel() for p in params)
-    gate = model.net.context_gate
-    fresh = {id(p) for p in gate.parameters()} if gate is not None else set()
+    # the context gate starts at zero with nothing to keep and the current gain is one number:
+    # both learn at the full rate
+    net = model.net
+    fresh = {id(p) for m in (net.context_gate,) if m is not None for p in m.parameters()}
+    fresh |= {id(net.current_gain)} if net.current_gain is not None else set()
     net_params = {id(p) for p in model.net.parameters()} - fresh
     # the track network starts where the text encoder already ranks well (BENCHMARKS.md,
     # "Words"); at the LM's LoRA rate its row projections drift toward the few training
-    # targets and cold tracks pay, so it learns at cfg.net_lr times that rate. The context
-    # gate starts at zero with nothing to keep, and must learn within the first steps
+    # targets and cold tracks pay, so it learns at cfg.net_lr times that rate.
     groups = [{"params": [p for p in params if id(p) not in net_params], "lr_scale": 1.0},
               {"params": [p for p in params if id(p) in net_params], "lr_scale": cfg.net_lr}]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=0.0)
