@@ -1,14 +1,17 @@
-"""What the untrained track network ranks, without the LM: how large the context should start.
+"""What the untrained track network ranks, without the LM: how large the context and the
+current turn should start.
 
 Run as ``python benchmarks/untrained_probe.py RUN [--protocol cpcd] [--alphas 0,0.5,1,2]
 [--decays 0.5,1] [--currents 0,1] [--modalities metadata] [--words-gain 1.0]``. For every
 (alpha, decay, current) a system is scored beside dense retrieval, BM25 and hybrid on RUN's
 held-out split: the request vector (text embedding and words of every user turn), plus
 ``current`` times the same vector of the turn's own message alone, and, at ``alpha`` times
-the request's size, the context (the rows of the conversation's tracks so far, each earlier turn weighing ``decay``
-times the next), through a freshly initialised ``TrackNet``'s projections and read-out,
-scored by cosine against its rows. That is what the model's head sees at initialisation
-when the LM passes the injected vector through unchanged, and what training starts from.
+the request's size, the context (the rows of the conversation's tracks so far, each earlier
+turn weighing ``decay`` times the next), through a freshly initialised ``TrackNet``'s
+projections and read-out, scored by cosine against its rows. That is what the model's head
+sees at initialisation when the LM passes the injected vector through unchanged, and what
+training starts from. The last column, "named hit@10", pools the requests that name an
+album, artist, playlist or tag (synthesized dialogs; "–" for protocols without kinds).
 """
 
 from __future__ import annotations
@@ -96,8 +99,9 @@ def main() -> int:
                 REGISTRY[name] = lambda a=a, d=d, c=c, **kw: Untrained(a, d, c, args, **kw)
                 names.append(name)
     runner.BASELINES = tuple(REGISTRY)  # the probe systems are scored like baselines
-    rep = evaluate_run(Run(args.run), EvalConfig(protocol=args.protocol, systems=[*names, "dense", "bm25", "hybrid"],
-                                                 n_boot=0, write=False, replies=0))
+    systems = [*names, "dense", "bm25", "hybrid"]
+    rep = evaluate_run(Run(args.run), EvalConfig(protocol=args.protocol, systems=systems, n_boot=0,
+                                                 write=False, replies=0))
     rows = [[n, *(f"{s[p]['macro'][m]:.3f}" for p in ("all", "cold") for m in ("hit@10", "mrr@100")),
              named(s)] for n, s in rep["systems"].items() if s.get("is_system", True)]
     print_table(f"untrained network, {args.protocol}", ["system", "hit@10", "mrr@100", "cold hit@10",

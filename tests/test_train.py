@@ -53,6 +53,14 @@ def test_resume_continues_with_the_same_loss(tmp_path):
     assert (run.model_dir / "config.json").exists()
 
 
+def test_codes_training_stops_at_its_time_budget_and_saves_the_model(tmp_path):
+    run = build_synth_run(tmp_path / "run", n_train=48)
+    out = train_run(run, TrainConfig(**CODES, max_steps=50, batch_size=4, max_length=128,
+                                     time_budget=1e-6))  # spent by the end of the first step
+    assert out["steps"] == 1
+    assert (run.model_dir / "config.json").exists() and run.stage("train")["steps"] == 1
+
+
 def test_cli_lora_untied_trains_new_rows_and_head_only_and_saves_plain_model(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -171,6 +171,27 @@ def _progress_callback() -> Any:
     return ProgressCallback()
 
 
+def _budget_callback(minutes: float) -> Any:
+    """Stops training once ``minutes`` of wall time have passed since it began, on every
+    process at the same step (the main process's clock decides). The learning-rate schedule
+    stays the epochs' one: the codes are kept for comparison, not tuned for short budgets."""
+    from transformers import TrainerCallback
+
+    class TimeBudgetCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+            elapsed = torch.tensor([time.perf_counter() - self.t0], dtype=torch.float64, device=args.device)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.broadcast(elapsed, src=0)
+            if float(elapsed) >= minutes * 60:
+                log.info("time budget of %g min reached after %d steps", minutes, state.global_step)
+                control.should_training_stop = True
+
+    return TimeBudgetCallback()
+
+
 def _checkpointing_args(args_cls: Any, on: bool) -> dict[str, Any]:
     """Activation checkpointing flags under the name this transformers version uses
     (``activation_checkpointing`` from 5.2x; ``gradient_checkpointing`` before, now deprecated)."""
@@ -254,9 +275,10 @@ def make_trainer(inputs: TrainInputs, args: Any, cfg: TrainConfig) -> Any:
 
     model, tok = inputs.model, inputs.tokenizer
     trainer_cls = _supervised_trainer_class() if cfg.supervised_logits and head_is_plain(model) else Trainer
+    callbacks = [_progress_callback()] + ([_budget_callback(cfg.time_budget)] if cfg.time_budget else [])
     trainer = trainer_cls(model=model, args=args, train_dataset=inputs.rows,
                           data_collator=Collator(tok.pad_token_id), processing_class=tok,
-                          callbacks=[_progress_callback()])
+                          callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout; ours go to stderr
     return trainer
 

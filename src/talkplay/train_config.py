@@ -21,8 +21,8 @@ class TrainConfig:
     tracks"): SmolLM2-135M, its first 8 layers, LoRA, content-grounded tracks, at most 30
     minutes. ``max_steps`` > 0 overrides ``epochs``; ``keep_layers`` keeps only the first N
     transformer layers of the base (0 or None: all); ``lora`` trains low-rank adapters plus
-    the new token rows instead of every weight; ``time_budget`` bounds the content trainer
-    (the codes trainer counts steps).
+    the new token rows instead of every weight; ``time_budget`` bounds training by wall time
+    (the content trainer fits its schedule to it; the codes trainer stops there).
     """
 
     base_model: str = "smollm2-135m"

@@ -4,13 +4,15 @@
 ``rows = net.rows(arrays, masks)`` -> (N, hidden): each track's row from its modality
 embeddings (a projection per modality, a learnt "missing" vector where a modality is
 absent, summed and scaled to the LM's embedding norm). ``net.query(q)`` projects the text
-encoder's embedding of the user's request (followed by the request's ``words`` vector when
-the net has that modality, ``talkplay.tracks.words``) into the LM's hidden size, together
-with the conversation's tracks so far (the weighted mean of their rows, ``context``), gated
-by the text embedding of the turn's own message (does it go on from them or ask for
-something new?); the model
-adds it to the input of every ``<|music|>`` position it writes. ``net.scores(h, rows)`` scores the
-LM's hidden state at ``<|music|>`` against every row: one matrix product over the catalog.
+encoder's embedding of the user's request, every user turn so far (followed by the request's
+``words`` vector when the net has that modality, ``talkplay.tracks.words``), into the LM's
+hidden size; with ``current`` the turn's own message through the same projections, times a
+learnt gain, on top (a new request is not drowned by the earlier ones); and with
+``context`` the conversation's tracks so far (the weighted mean of their rows), gated by the
+text embedding of the turn's own message (does it go on from them or ask for something
+new?). The model adds the result to the input of every ``<|music|>`` position it writes.
+``net.scores(h, rows)`` scores the LM's hidden state at ``<|music|>`` against every row: one
+matrix product over the catalog.
 
 Initialisation puts every text modality and the query in one shared subspace (a fixed
 random isometry of the text encoder's space), so before training the head already
