@@ -212,9 +212,9 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     # the context gate starts at zero with nothing to keep and the current gain is one number:
     # both learn at the full rate
     net = model.net
-    fresh = {id(p) for m in (net.context_gate,) if m is not None for p in m.parameters()}
-    fresh |= {id(net.current_gain)} if net.current_gain is not None else set()
-    net_params = {id(p) for p in model.net.parameters()} - fresh
+    gate = list(net.context_gate.parameters()) if net.context_gate is not None else []
+    gain = [net.current_gain] if net.current_gain is not None else []
+    net_params = {id(p) for p in net.parameters()} - {id(p) for p in gate + gain}
     # the track network starts where the text encoder already ranks well (BENCHMARKS.md,
     # "Words"); at the LM's LoRA rate its row projections drift toward the few training
     # targets and cold tracks pay, so it learns at cfg.net_lr times that rate.
