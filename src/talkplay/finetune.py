@@ -1,5 +1,6 @@
 """Pieces both trainers share (``talkplay.train`` for music codes, ``talkplay.tracks.train``
-for content-grounded tracks): trimming layers, LoRA, the atomic model folder, the loss plot.
+for content-grounded tracks): trimming layers, LoRA, the atomic model folder, the loss plot,
+and the shared clock that stops every process at the same step.
 
 ``save_model_atomic(model, tok, run.model_dir, {"track_repr": ...})`` writes a
 ``save_pretrained`` folder plus ``talkplay.json`` and renames it into place.
@@ -13,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from talkplay.atomic import write_atomic, write_json_atomic
 from talkplay.errors import TalkPlayError
@@ -95,3 +98,12 @@ def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=100), suffix=".png")
     plt.close(fig)
+
+
+def shared_clock(acc: Any, seconds: float) -> float:
+    """``seconds`` as the main process measured it, on every process."""
+    if acc.num_processes == 1:
+        return seconds
+    from accelerate.utils import broadcast
+
+    return float(broadcast(torch.tensor([seconds], dtype=torch.float64, device=acc.device), from_process=0))

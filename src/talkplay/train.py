@@ -30,7 +30,14 @@ from talkplay.atomic import write_json_atomic, write_jsonl_atomic
 from talkplay.catalog import Conversation
 from talkplay.dialogs import RenderConfig, load_dialogs, render
 from talkplay.errors import TalkPlayError
-from talkplay.finetune import add_lora, keep_first_layers, plot_loss, save_model_atomic, weights_digest
+from talkplay.finetune import (
+    add_lora,
+    keep_first_layers,
+    plot_loss,
+    save_model_atomic,
+    shared_clock,
+    weights_digest,
+)
 from talkplay.log import ProgressBar, get_logger
 from talkplay.model import expand_vocab, load_base, music_token_strings
 from talkplay.run import Run
@@ -175,6 +182,7 @@ def _budget_callback(minutes: float) -> Any:
     """Stops training once ``minutes`` of wall time have passed since it began, on every
     process at the same step (the main process's clock decides). The learning-rate schedule
     stays the epochs' one: the codes are kept for comparison, not tuned for short budgets."""
+    from accelerate import PartialState
     from transformers import TrainerCallback
 
     class TimeBudgetCallback(TrainerCallback):
@@ -182,10 +190,8 @@ def _budget_callback(minutes: float) -> Any:
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
-            elapsed = torch.tensor([time.perf_counter() - self.t0], dtype=torch.float64, device=args.device)
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.broadcast(elapsed, src=0)
-            if float(elapsed) >= minutes * 60:
+            # the Trainer runs on accelerate, whose process state says who is the main process
+            if shared_clock(PartialState(), time.perf_counter() - self.t0) >= minutes * 60:
                 log.info("time budget of %g min reached after %d steps", minutes, state.global_step)
                 control.should_training_stop = True
 

@@ -31,7 +31,14 @@ from talkplay.dialogs import RenderConfig, load_dialogs
 from talkplay.dialogs.render import DEFAULT_SYSTEM, turn_tracks
 from talkplay.encoders.text import TextEncoder
 from talkplay.errors import TalkPlayError
-from talkplay.finetune import add_lora, keep_first_layers, plot_loss, save_model_atomic, weights_digest
+from talkplay.finetune import (
+    add_lora,
+    keep_first_layers,
+    plot_loss,
+    save_model_atomic,
+    shared_clock,
+    weights_digest,
+)
 from talkplay.log import ProgressBar, get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
 from talkplay.model import expand_vocab, load_base
@@ -157,15 +164,6 @@ def _accelerator() -> Any:
     # a modality every track has leaves its "missing" row without a gradient
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
-
-
-def shared_clock(acc: Any, seconds: float) -> float:
-    """``seconds`` as the main process measured it, on every process."""
-    if acc.num_processes == 1:
-        return seconds
-    from accelerate.utils import broadcast
-
-    return float(broadcast(torch.tensor([seconds], dtype=torch.float64, device=acc.device), from_process=0))
 
 
 def train_content(run: Run, cfg: Any) -> dict[str, Any]:
