@@ -50,7 +50,9 @@ COMMANDS: dict[tuple[str, ...], tuple[type, dict[str, Any]]] = {
     ("chat",): (EngineConfig, {"k": NOT}),  # checked against chat_loop below
     ("serve",): (ServeConfig, {}),
     ("eval",): (EvalConfig, {"fmt": "conversations_format", "no_plots": "!plots"}),
-    ("demo",): (DemoConfig, {"run": NOT, "serve": NOT, "no_chat": NOT, "port": NOT, "config": NOT}),
+    # CATALOG picks a preset (DemoConfig.preset), not one field
+    ("demo",): (DemoConfig, {"run": NOT, "serve": NOT, "no_chat": NOT, "port": NOT, "config": NOT,
+                             "catalog": NOT}),
 }
 ALWAYS_NOT = {"run", "as_json", "source", "path", "file", "query", "force"}  # force: an action, not a setting
 
@@ -141,7 +143,9 @@ def test_readme_prose_states_the_defaults():
     recipe = re.search(r"With no flags it trains the CPU recipe below: .*?minutes\.", README, re.S).group(0)
     recipe = " ".join(recipe.split())
     assert f"(`{t.base_model}`" in recipe
-    assert f"its first {t.keep_layers} of" in recipe
+    assert t.keep_layers is None and "all 30 layers" in recipe
+    assert f"the track head reading layer {t.exit_layer}" in recipe
+    assert ("cards" in recipe) == t.cards
     assert f"LoRA r={t.lora_rank}" in recipe and t.lora
     assert f"at most {t.time_budget:g} minutes" in recipe
     assert "content-grounded tracks" in recipe and t.track_repr == "content"

@@ -139,3 +139,62 @@ def _config_file(run: Run) -> str:
     path = run.path / "demo-config.json"
     path.write_text(json.dumps({**tiny_config().to_dict(), "model": "not-this-one"}))
     return str(path)
+
+
+# --- the CPCD demo: `talkplay demo cpcd` ----------------------------------------------------
+
+CPCD_STAGES = ["import", "encode", "dialogs", "train", "evaluate"]
+
+
+def test_cpcd_demo_via_cli(tmp_path, monkeypatch):
+    """`talkplay demo cpcd` on 16 of the shipped conversations: no tokenize stage, metadata
+    only, CPCD's own dialogs and protocol, written to runs/demo-cpcd by default."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({
+        "catalog_limit": 16,  # conversations, for CPCD
+        "model": "tiny",
+        "train": {"modalities": "metadata", "max_steps": 2, "batch_size": 4, "max_length": 128,
+                  "save_every": 1000},
+        "evaluate": {"protocol": "cpcd", "systems": ["bm25", "talkplay"], "n_boot": 0, "plots": False,
+                     "replies": 2},
+    }))
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["demo", "cpcd", "--config", str(config), "--no-chat", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [(s["name"], s["status"]) for s in out["stages"]] == [(n, "done") for n in CPCD_STAGES]
+    run = Run(tmp_path / "runs" / "demo-cpcd")
+    assert not run.tokenizer_dir.exists()
+    assert run.stage("import")["total"]["conversations"] == 16
+    assert run.stage("encode")["config"]["modalities"] == ["metadata"]
+    ev = json.loads((run.eval_dir / "cpcd.json").read_text())
+    assert ev["protocol"] == "cpcd" and out["evaluation"]["protocol"] == "cpcd"
+    assert "hit@10" in ev["systems"]["talkplay"]["all"]["macro"]
+
+
+def test_presets_check_their_stages():
+    cfg = DemoConfig.preset("cpcd")
+    assert "tokenize" not in cfg.stages and DemoConfig.preset("music21") == DemoConfig()
+    assert DemoConfig.preset("cpcd", stop_after="dialogs").stop_after == "dialogs"
+    with pytest.raises(InputError, match="stop_after"):
+        DemoConfig.preset("cpcd", stop_after="tokenize")  # a stage this demo does not have
+    with pytest.raises(InputError, match="stages"):
+        DemoConfig(stages=["train", "import"])
+    with pytest.raises(InputError, match="CATALOG"):
+        DemoConfig.preset("spotify")
+
+
+@pytest.mark.slow
+def test_cpcd_demo_real_preset(tmp_path, monkeypatch):
+    """The real `talkplay demo cpcd` (all 400 conversations, SmolLM2, 12 minutes of training)."""
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["demo", "cpcd", "--no-chat", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [(s["name"], s["status"]) for s in out["stages"]] == [(n, "done") for n in CPCD_STAGES]
+    run = Run(tmp_path / "runs" / "demo-cpcd")
+    assert run.stage("import")["total"]["conversations"] == 400
+    assert run.stage("train")["config"]["time_budget"] == demo.CPCD_TRAIN_MINUTES
+    ev = out["evaluation"]
+    assert ev["protocol"] == "cpcd" and "hit@10" in ev["systems"]["talkplay"]["all"]["macro"]
+    assert ev["systems"]["talkplay"]["n_replies"] == 20

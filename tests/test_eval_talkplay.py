@@ -8,6 +8,7 @@ about quality, which the CPCD benchmark measures.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -68,3 +69,15 @@ def test_eval_includes_talkplay_when_the_run_has_a_model(trained):
     assert "talkplay" in report["systems"] and "bm25" in report["systems"]
     assert report["conversations"]["source"].endswith("test.jsonl")
     assert report["systems"]["talkplay"]["all"]["n_turns"] == report["conversations"]["n_turns"] > 0
+    # its replies are scored too, beside the human replies of the same turns
+    tp = report["systems"]["talkplay"]
+    for key in ("distinct_2", "repeated_trigram_rate", "cut_off_rate", "artist_grounding",
+                "requests_naming_card_artist", "fluency", "fluency_human", "reply_faithfulness_unguarded"):
+        assert key in tp, key
+    assert tp["n_replies"] > 0 and 0 <= tp["cut_off_rate"] <= 1 and 0 <= tp["repeated_trigram_rate"] <= 1
+    assert tp["fluency_model"] == "tiny" and tp["n_human_replies"] > 0 and tp["fluency_human"] > 0
+    assert tp["reply_faithfulness_unguarded"] is None  # a codes model writes unguarded replies only
+    rec = tp["replies"][0]
+    assert {"human_reply", "nll", "nll_human", "cut_off", "repeats_trigram", "unguarded_reply"} <= rec.keys()
+    side = Path(report["files"]["replies"]).read_text(encoding="utf-8")
+    assert side.startswith("# Replies") and rec["human_reply"].splitlines()[0].replace("|", "\\|") in side

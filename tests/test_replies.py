@@ -21,9 +21,9 @@ from talkplay.catalog import Catalog, Conversation, Track, Turn
 from talkplay.cli import app
 from talkplay.dialogs import RenderConfig, load_dialogs, render
 from talkplay.engine import Engine, EngineConfig
-from talkplay.engine.reply import ReplyGuard
+from talkplay.engine.reply import ReplyGuard, finish_sentence, repeats_ngram
 from talkplay.evaluate.protocols import make_cases
-from talkplay.evaluate.replies import distinct_2, reply_report
+from talkplay.evaluate.replies import distinct_2, is_cut_off, repeats_trigram, reply_report
 from talkplay.model import add_music_tokens, load_tokenizer
 from talkplay.names import CatalogNames
 from talkplay.tracks.features import TrackSlots
@@ -164,6 +164,9 @@ def test_eval_reports_reply_faithfulness_and_variety(liar_run):
     tp = json.loads(res.stdout)["systems"]["talkplay"]
     assert tp["n_replies"] == 8 and tp["reply_faithfulness"] == 1.0 and tp["guarded"]
     assert 0 < tp["distinct_2"] <= 1 and tp["request_mention"] is not None
+    # the same replies written without the guard, in the same report: the lie shows there
+    assert tp["reply_faithfulness_unguarded"] < 0.5
+    assert any("Song 0" in r["unguarded_reply"] and "Song 0" not in r["reply"] for r in tp["replies"])
     # the same model without its guard: the metric sees the lie
     convs = load_dialogs(liar_run, "test")
     cases = make_cases("next-track", convs, liar_run.load_catalog(validate=False).ids(), False)
@@ -175,3 +178,71 @@ def test_eval_reports_reply_faithfulness_and_variety(liar_run):
 def test_distinct_2_counts_repeated_phrases():
     assert distinct_2(["a b c", "a b c"]) == 0.5
     assert distinct_2(["a b", "c d"]) == 1.0 and distinct_2([]) == 0.0
+
+
+# -- steering, not breaking -----------------------------------------------------------------
+def test_a_reply_reaching_for_a_name_it_did_not_bring_is_steered_to_its_own(liar_run):
+    """The liar always writes "Song 0"; guarded, the same sentence names the answer's own track."""
+    engine = Engine.load(liar_run.path)
+    catalog = liar_run.load_catalog(validate=False)
+    for request in ("i want tango", "something disco please", "any opera tracks?"):
+        conv = Conversation(id="c", turns=[Turn(user=request)])
+        resp = engine.respond(conv, k=2)
+        tracks = [catalog.get(r.track_id) for r in resp.recommendations]
+        own = {n for tr in tracks for n in (tr.title, *tr.artists)}
+        assert "Song 0" not in resp.reply and any(n in resp.reply for n in own), resp.reply
+        assert resp.reply.startswith("Try ") and not is_cut_off(resp.reply), resp.reply
+
+
+def looper(kw: str, i: int) -> str:
+    return f"I added a few more songs by Artist {(i + 2) % 5}."  # never the artist of track i
+
+
+@pytest.fixture(scope="module")
+def looper_run(tmp_path_factory):
+    run = build_synth_run(tmp_path_factory.mktemp("looper") / "run", reply=looper)
+    train_run(run, TrainConfig(**TINY))
+    return run
+
+
+def test_a_guarded_reply_never_loops_and_ends_as_a_sentence(looper_run):
+    """Banning the wrong artist and writing on gave "songs by songs by songs by" before."""
+    engine = Engine.load(looper_run.path)
+    raw = Engine.load(looper_run.path, EngineConfig(guard_replies=False))
+    catalog = looper_run.load_catalog(validate=False)
+    for kw in ("tango", "jazz", "metal"):
+        conv = Conversation(id="c", turns=[Turn(user=f"play some {kw} music")])
+        assert "songs by Artist" in raw.respond(conv, k=1).reply  # what it learnt to reach for
+        resp = engine.respond(conv, k=1)
+        artist = catalog.get(resp.recommendations[0].track_id).artists[0]
+        assert f"songs by {artist}" in resp.reply, resp.reply
+        assert not repeats_trigram(resp.reply) and not is_cut_off(resp.reply), resp.reply
+
+
+def test_unfinished_replies_are_closed_as_sentences_and_streaming_never_takes_text_back():
+    assert finish_sentence("Here are some songs by") == "Here are some songs."
+    assert finish_sentence('How about "Yellow"') == 'How about "Yellow".'
+    assert finish_sentence("Songs you might like") == "Songs you might like."
+    assert finish_sentence("Enjoy!") == "Enjoy!" and finish_sentence("by the") == ""
+    assert repeats_ngram([1, 2, 3, 4, 1, 2], 3) and not repeats_ngram([1, 2, 3, 4, 1, 2], 4)
+
+
+def test_cards_of_the_latest_answer_only_leave_earlier_answers_as_rows(tmp_path):
+    run = build_synth_run(tmp_path / "run")
+    catalog = run.load_catalog(validate=False)
+    music = TrackSlots(catalog.ids())
+    tok = load_tokenizer("tiny")
+    add_music_tokens(tok, music)
+    conv = Conversation(id="c", turns=[
+        Turn(user="play some jazz music", assistant="Here is Song 0.", recommended=["t0"]),
+        Turn(user="now some tango", assistant="Here is Song 3.", recommended=["t3"])])
+    cards = Cards(catalog)
+    every = tok.decode(render(conv, tok, music, RenderConfig(cards=cards)).input_ids)
+    latest = render(conv, tok, music, RenderConfig(cards=cards, cards_history=False))
+    text = tok.decode(latest.input_ids)
+    assert cards("t0").strip() in every and cards("t0").strip() not in text
+    assert cards("t3").strip() in text and text.index(cards("t3").strip()) < text.index("Here is Song 3.")
+    assert latest.input_ids.count(tok.convert_tokens_to_ids("<|track|>")) == 2  # both tracks, as rows
+    # both replies are still trained on
+    trained = tok.decode([i for i, m in zip(latest.input_ids, latest.loss_mask, strict=True) if m])
+    assert "Here is Song 0." in trained and "Here is Song 3." in trained

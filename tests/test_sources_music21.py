@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -11,7 +12,15 @@ from typer.testing import CliRunner
 from talkplay.catalog import Catalog
 from talkplay.cli import app
 from talkplay.sources import Issues, get_importer
-from talkplay.sources.music21_abc import abc_key, abc_lyrics, abc_works, essen_tags, title_type, tune_type
+from talkplay.sources.music21_abc import (
+    abc_key,
+    abc_lyrics,
+    abc_works,
+    essen_tags,
+    repair_legacy,
+    title_type,
+    tune_type,
+)
 
 runner = CliRunner()
 
@@ -93,3 +102,57 @@ def test_abc_header_helpers():
     assert tune_type(["slipjig"]) == "slip jig" and title_type("Duke of Gordon's Strathspey") == "strathspey"
     genres, places = essen_tags(works["2"]["R"], works["2"]["O"])
     assert "children's song" in genres and places == ["europe", "germany", "hesse"]
+
+
+C1 = re.compile("[\x80-\x9f]")
+
+
+@pytest.mark.parametrize("broken, fixed", [
+    ("Einst saá ich auf gr\x81ner Heide", "Einst saß ich auf grüner Heide"),
+    ("Vor Liebchens T\x81r", "Vor Liebchens Tür"),
+    ("Wahl des Br\x84utigams", "Wahl des Bräutigams"),
+    ("Stra\x9een", "Straßen"),  # the Atari ST's ß
+    ("Slán chun carraig an éide", "Slán chun carraig an éide"),  # no evidence: real Irish, untouched
+    ("Seán", "Seán"),
+    ("Jugendgrüße", "Jugendgrüße"),
+    ("bad \x9b byte", "bad \x9b byte"),  # a control character no table explains: left alone
+])
+def test_repair_legacy_strings(broken, fixed):
+    assert repair_legacy(broken) == fixed
+
+
+def test_repair_legacy_in_a_legacy_file():
+    # one C1 character anywhere marks the file; its á after a vowel is ß even on a clean line
+    text = ("X:1\nT:Im Ungarland zu Groáwardein\nR:geistliche, religiöse Lieder\n"
+            "X:2\nT:Es wohnt ein M\x81ller\n")
+    works = abc_works(text)
+    assert works["1"]["T"] == ["Im Ungarland zu Großwardein"] and works["2"]["T"] == ["Es wohnt ein Müller"]
+    assert works["1"]["R"] == ["geistliche, religiöse Lieder"]
+    assert abc_works("X:1\nT:Seán\n")["1"]["T"] == ["Seán"]
+
+
+@pytest.fixture(scope="module")
+def essen():
+    """The Essen collection: the only part of the corpus with legacy-encoded files."""
+    return get_importer("music21").load("-", Issues(), collections="essenFolksong")
+
+
+def test_essen_names_are_decoded(essen):
+    assert essen.get("m21:essenFolksong/lux.abc#119").title.startswith("Einst saß ich auf grüner Heide")
+    assert essen.get("m21:essenFolksong/lux.abc#332").title.startswith("Vor Liebchens Tür")
+    assert essen.get("m21:essenFolksong/lot.abc#411").title.startswith("Im Ungarland zu Großwardein")
+    assert essen.get("m21:essenFolksong/irl.abc#47").title.startswith("Slán chun carraig an éide")
+    for t in essen.tracks:
+        texts = [t.title, t.album or "", *t.artists, *t.tags, t.lyrics or "", *map(str, t.extra.values())]
+        assert not any(C1.search(x) for x in texts), t.id
+
+
+def test_demo_titles_have_no_control_characters():
+    from talkplay.demo import DemoConfig, _import_build
+
+    # the demo's Essen quota is where its broken titles were (5 of its 600)
+    cfg = next(c for c in _import_build(DemoConfig()) if c.options["collections"] == ["essenFolksong"])
+    cat = get_importer(cfg.source).load(cfg.path, Issues(), **cfg.options)
+    names = [x for t in cat.tracks for x in (t.title, t.album or "", *t.artists)]
+    assert len(cat) == 120 and not any(C1.search(x) for x in names)
+    assert "Einst saß ich auf grüner Heide (1-45), S. 114f" in names

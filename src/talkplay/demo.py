@@ -1,8 +1,9 @@
 """The end-to-end demo: import, encode, tokenize, dialogs, train, evaluate, in one resumable run.
 
 Call as ``run_demo(Run("runs/demo"), DemoConfig(), on_status=print_fn)`` or from the shell as
-``talkplay demo``. Each stage calls the library entry point that its own subcommand calls,
-with a typed config built from ``DemoConfig``.
+``talkplay demo``; ``DemoConfig.preset("cpcd")`` (``talkplay demo cpcd``) is the same pipeline
+on CPCD's conversations about popular music (``PRESETS``). Each stage calls the library entry
+point that its own subcommand calls, with a typed config built from ``DemoConfig``.
 
 Resuming: a stage counts as done when ``run.json`` holds a ``demo`` record for it whose
 fingerprint (its config plus every earlier stage's) matches, *and* its artifacts exist.
@@ -14,6 +15,7 @@ nothing downstream is built from stale inputs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -55,8 +57,11 @@ DEMO_COLLECTIONS = {
 # current 2: the demo's requests name a new album, artist or tag turn by turn, and the turn's own
 # message at twice the whole conversation's weight took hit@10 from 0.28 to 0.33 and the
 # requests naming an attribute from 0.38 to 0.48, level with BM25 (BENCHMARKS.md, "Current turn")
+# exit_layer 0: the track head reads the last layer, as the demo's figures were measured (the
+# two-exit default is measured on CPCD, BENCHMARKS.md "Replies that talk")
 DEMO_TRAIN = {"time_budget": 6.0, "epochs": 1.0, "batch_size": 8, "max_length": 256, "init": "describe",
-              "lora": True, "lr": 1e-3, "cards": True, "current": 2.0}
+              "lora": True, "lr": 1e-3, "cards": True, "current": 2.0, "exit_layer": 0,
+              "cards_history": True}
 # about sqrt(catalog) clusters per modality: coarse codes a short training can learn
 DEMO_TOKENIZE = {"k": 25}
 # synthesized dialogs carry no goal playlist: score each turn's recommended track (next-track)
@@ -65,26 +70,53 @@ DEMO_TOKENIZE = {"k": 25}
 # whole first run inside 15 minutes on a machine at half this one's speed
 DEMO_EVALUATE = {"protocol": "next-track", "n_boot": 200, "replies": 20}
 
+# The CPCD demo trains for this many minutes: with the base model's one-time conversion, encoding
+# 7.5k tracks' metadata (about 35 s) and CPCD's evaluation with 20 replies (a few minutes), the
+# whole first run stays inside 20 minutes on 2 slow cores
+CPCD_TRAIN_MINUTES = 12.0
+# catalog name -> the DemoConfig fields whose values differ from the music21 demo's (the default)
+PRESETS: dict[str, dict[str, Any]] = {
+    "music21": {},
+    # CPCD's own 400 conversations (talkplay/data/cpcd, CC BY 4.0): YouTube tracks with titles,
+    # artists and albums only, so the metadata modality alone and no audio; no music tokens (the
+    # content-grounded model needs none); only the dataset's dialogs, no alignment or search turns;
+    # TrainConfig's own defaults (the CPCD recipe; model and keep_layers None defer to them) but
+    # for the modality and the time budget
+    "cpcd": {
+        "source": "cpcd", "collections": None, "audio_limit": None, "model": None, "keep_layers": None,
+        "stages": ("import", "encode", "dialogs", "train", "evaluate"),
+        "encode": {"modalities": ("metadata",)},
+        "tokenize": {},
+        "dialogs": {"align": False, "search": False},
+        "train": {"modalities": "metadata", "time_budget": CPCD_TRAIN_MINUTES},
+        "evaluate": {"protocol": "cpcd", "replies": 20},
+    },
+}
+DEFAULT_RUNS = {"music21": "runs/demo", "cpcd": "runs/demo-cpcd"}
+
 
 @dataclass
 class DemoConfig:
     """Everything the demo does, with defaults sized for a 2-core CPU (see BENCHMARKS.md).
 
-    ``DemoConfig(collections={"bach": 40}, model="tiny", train={"max_steps": 5})`` is a tiny run.
-    The per-stage dicts (``encode``, ``tokenize``, ``dialogs``, ``train``, ``evaluate``)
-    are keyword arguments for that stage's own config dataclass and win over the
-    shortcuts above them.
+    ``DemoConfig(collections={"bach": 40}, model="tiny", train={"max_steps": 5})`` is a tiny run;
+    ``DemoConfig.preset("cpcd", catalog_limit=20)`` a small CPCD one. The per-stage dicts
+    (``encode``, ``tokenize``, ``dialogs``, ``train``, ``evaluate``) are keyword arguments
+    for that stage's own config dataclass and win over the shortcuts above them.
     """
 
     source: str = "music21"
-    source_path: str = "-"  # the importer's built-in default (music21: the shipped corpus)
+    # the importer's built-in default (music21: the corpus in the music21 package; cpcd: the
+    # conversations shipped in talkplay/data/cpcd)
+    source_path: str = "-"
     # music21 corpus folders and how many works of each to import: a varied small catalog
     # (Irish, Scottish and American dance tunes, German folk songs, Bach to Beethoven)
     collections: dict[str, int] | None = field(default_factory=lambda: dict(DEMO_COLLECTIONS))
-    catalog_limit: int | None = None  # total tracks; scales the collection quotas down
+    catalog_limit: int | None = None  # total tracks (CPCD: conversations); scales the quotas down
     audio_limit: int | None = 60  # tracks rendered to audio and encoded (a sample)
-    model: str = "smollm2-135m"
-    keep_layers: int = 0  # 0: all layers; N keeps the first N (faster, but see DEMO_TRAIN)
+    model: str | None = "smollm2-135m"  # None: TrainConfig's base_model
+    # 0: all layers; N keeps the first N (faster, but see DEMO_TRAIN); None: TrainConfig's default
+    keep_layers: int | None = 0
     seed: int = 0
     import_options: dict[str, Any] = field(default_factory=dict)
     encode: dict[str, Any] = field(default_factory=dict)
@@ -93,23 +125,36 @@ class DemoConfig:
     train: dict[str, Any] = field(default_factory=lambda: dict(DEMO_TRAIN))
     evaluate: dict[str, Any] = field(default_factory=lambda: dict(DEMO_EVALUATE))
     stop_after: str | None = None  # a stage name: stop once it is done (tests, partial runs)
+    stages: tuple[str, ...] = STAGES  # the stages this demo has, in STAGES order (cpcd: no tokenize)
 
     def __post_init__(self) -> None:
         if self.catalog_limit is not None and self.catalog_limit < 2:
             raise InputError("must be at least 2 (or unset for the whole corpus)", field="--catalog-limit")
         if self.audio_limit is not None and self.audio_limit < 0:
             raise InputError("must be >= 0", field="--audio-limit")
-        if self.stop_after is not None and self.stop_after not in STAGES:
-            raise InputError(f"unknown stage {self.stop_after!r} (stages: {', '.join(STAGES)})",
+        self.stages = tuple(self.stages)  # a JSON config file gives a list
+        if not self.stages or list(self.stages) != [s for s in STAGES if s in self.stages]:
+            raise InputError(f"expected some of {', '.join(STAGES)}, in that order, each once",
+                             field="stages")
+        if self.stop_after is not None and self.stop_after not in self.stages:
+            raise InputError(f"unknown stage {self.stop_after!r} (stages: {', '.join(self.stages)})",
                              field="stop_after")
 
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> DemoConfig:
+        """``DemoConfig.preset("cpcd", model="tiny")``: the demo of that catalog (``PRESETS``);
+        ``overrides`` (fields) win."""
+        if name not in PRESETS:
+            raise InputError(f"unknown demo catalog {name!r} (known: {', '.join(PRESETS)})", field="CATALOG")
+        return cls(**{**copy.deepcopy(PRESETS[name]), **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_file(cls, path: str | Path, **overrides: Any) -> DemoConfig:
-        """A DemoConfig from a JSON file of its fields; ``overrides`` (e.g. CLI flags) win."""
+    def from_file(cls, path: str | Path, preset: str = "music21", **overrides: Any) -> DemoConfig:
+        """A DemoConfig from a JSON file of its fields over the ``preset`` catalog's; ``overrides``
+        (e.g. CLI flags) win."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -123,7 +168,7 @@ class DemoConfig:
         for key in data:
             if key not in names:
                 raise InputError(f"DemoConfig has no field {key!r}", file=str(path), field=key)
-        return cls(**{**data, **overrides})
+        return cls.preset(preset, **{**data, **overrides})
 
 
 @dataclass
@@ -334,8 +379,8 @@ def _states(run: Run, cfg: DemoConfig) -> list[tuple[Stage, bool]]:
 
 def _stage_names(cfg: DemoConfig) -> tuple[str, ...]:
     if cfg.stop_after is None:
-        return STAGES
-    return STAGES[: STAGES.index(cfg.stop_after) + 1]
+        return cfg.stages
+    return cfg.stages[: cfg.stages.index(cfg.stop_after) + 1]
 
 
 def run_demo(run: Run, cfg: DemoConfig, on_status: StatusCallback | None = None) -> dict[str, Any]:
@@ -347,7 +392,7 @@ def run_demo(run: Run, cfg: DemoConfig, on_status: StatusCallback | None = None)
     """
     t_start = time.perf_counter()
     names = _stage_names(cfg)
-    for name in STAGES:  # a mistyped option fails now, not after twenty minutes of work
+    for name in cfg.stages:  # a mistyped option fails now, not after twenty minutes of work
         try:
             PIPELINE[name].build(cfg)
         except InputError:

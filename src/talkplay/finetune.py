@@ -88,10 +88,15 @@ def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [(h["step"], h["loss"]) for h in history if "loss" in h]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    if pts:
-        ax.plot(*zip(*pts, strict=True), lw=1)
+    # the content trainer logs its two losses apart (the text loss only on the steps that have it)
+    series = ["track_loss", "text_loss"] if any("track_loss" in h for h in history) else ["loss"]
+    for key in series:
+        pts = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), lw=1, label=key.replace("_", " "))
+    if len(series) > 1:
+        ax.legend()
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("talkplay train")

@@ -18,8 +18,8 @@ class TrainConfig:
     """What ``talkplay train`` does; each field is the flag of the same name.
 
     The defaults are the CPU recipe measured on CPCD (BENCHMARKS.md, "Content-grounded
-    tracks"): SmolLM2-135M, its first 8 layers, LoRA, content-grounded tracks, at most 30
-    minutes. ``max_steps`` > 0 overrides ``epochs``; ``keep_layers`` keeps only the first N
+    tracks" and "Replies that talk"): SmolLM2-135M, all 30 layers with the track head
+    reading layer 8, LoRA, content-grounded tracks with cards, at most 30 minutes. ``max_steps`` > 0 overrides ``epochs``; ``keep_layers`` keeps only the first N
     transformer layers of the base (0 or None: all); ``lora`` trains low-rank adapters plus
     the new token rows instead of every weight; ``time_budget`` bounds training by wall time
     (the content trainer fits its schedule to it; the codes trainer stops there).
@@ -34,10 +34,14 @@ class TrainConfig:
     lr: float = 1e-3
     batch_size: int = 8
     grad_accum: int = 1
-    max_length: int = 256
+    max_length: int = 384  # tokens per conversation: room for the cards and the earlier turns
     save_every: int = 200
     resume: bool = False
-    keep_layers: int | None = 8  # 0 or None: all layers
+    keep_layers: int | None = None  # 0 or None: all layers
+    # content: the layer whose output the track head reads (0 or None: the last); replies read
+    # every layer. 8 of SmolLM2-135M's 30 ranked best on CPCD, and a cut 8-layer LM (the old
+    # --keep-layers 8) wrote looping, cut-off replies (BENCHMARKS.md, "Replies that talk")
+    exit_layer: int | None = 8
     warmup_ratio: float = 0.03
     seed: int = 0
     threads: int | None = None
@@ -49,12 +53,20 @@ class TrainConfig:
     time_budget: float = 30.0  # minutes of training at most (0: none); the schedule fits the budget
     inject_gain: float = 4.0  # content: request embedding at <|music|>, x the LM's final residual norm
     text_weight: float = 1.0  # content: weight of the reply-text loss beside the track loss
+    # content, with an early --exit-layer: the reply-text loss (and the layers past the exit) in
+    # one step of this many; the others run the layers up to the exit alone, for the track
+    # loss. Replies need the whole stack but few steps; ranking needs many (BENCHMARKS.md,
+    # "Replies that talk")
+    text_every: int = 4
     modalities: str | None = None  # content: comma-separated modalities of a track's row (None: all)
     modality_dropout: float = 0.5  # content: chance a non-text modality is hidden from a row in training
-    # write each track's card (title, artist, facts) after it, replies after the cards: truer,
-    # richer replies, but on CPCD mrr@100 0.225 instead of 0.269 (BENCHMARKS.md, "Replies");
-    # off by default since ranking comes first; the demo, a chat, turns it on
-    cards: bool = False
+    # write each track's card (title, artist, facts) after it, replies after the cards: the reply
+    # knows the names of what it recommends and can say them (BENCHMARKS.md, "Replies that talk")
+    cards: bool = True
+    # cards after the tracks of every answer, or (False) of the latest answer only, the one its
+    # reply talks about: the window then keeps the earlier turns, whose tracks are still their
+    # rows (BENCHMARKS.md, "Replies that talk")
+    cards_history: bool = False
     # content: a track's own words (title, artists, album, tags) as one more modality, and the
     # request's words beside its text embedding (talkplay.tracks.words)
     words: bool = True
@@ -79,8 +91,10 @@ class TrainConfig:
             (self.lr > 0, "--lr must be positive"),
             (self.batch_size > 0, "--batch-size must be positive"),
             (self.max_length >= 16, "--max-length must be at least 16"),
+            (self.text_every > 0, "--text-every must be positive"),
             (self.save_every > 0, "--save-every must be positive"),
             (self.keep_layers is None or self.keep_layers >= 0, "--keep-layers must be 0 (all) or more"),
+            (self.exit_layer is None or self.exit_layer >= 0, "--exit-layer must be 0 (the last) or more"),
             (self.init in ("mean_cov", "describe"), "--init must be mean_cov or describe"),
             (self.track_repr in TRACK_REPRS, f"--track-repr must be one of {', '.join(TRACK_REPRS)}"),
             (self.time_budget >= 0, "--time-budget must be 0 (none) or positive"),

@@ -264,14 +264,20 @@ def export_content_for_vllm(run: Any, out_dir: str | Path,
     row: a client sends the prompt as embeddings (``ContentEngine.prompt_embeds(conv)``;
     vLLM: ``--enable-prompt-embeds``) and reads the ranking from the first generated
     token's logprobs. Rows come from the run's catalog now: export again after
-    ``talkplay catalog add`` + ``talkplay encode``.
+    ``talkplay catalog add`` + ``talkplay encode``. A model whose track head reads an early
+    layer (``--exit-layer``) is exported cut to that layer: the export ranks, it does not
+    write the reply.
     """
     import torch
 
     from talkplay.engine.content import ContentEngine
+    from talkplay.finetune import keep_first_layers
+    from talkplay.tracks.exit import is_early
 
     engine = ContentEngine.load(run.path)
     lm, tok, net = engine.model, engine.tokenizer, engine.content.net
+    if is_early(lm, net.cfg.exit_layer):
+        keep_first_layers(lm, net.cfg.exit_layer)
     ids = engine.music.track_ids
     names = [TRACK_TOKEN.format(i) for i in range(len(ids))]
     tok.add_tokens(names, special_tokens=True)

@@ -1,4 +1,8 @@
-"""`talkplay demo [--run runs/demo] [--serve] [--no-chat] [--json]`."""
+"""`talkplay demo [music21|cpcd] [--run runs/demo] [--serve] [--no-chat] [--json]`.
+
+The catalog is a positional argument, not a ``--catalog`` flag: the demo is always one of
+the two, and ``talkplay demo cpcd`` reads as what it does.
+"""
 
 from __future__ import annotations
 
@@ -23,11 +27,15 @@ def _stage_line(st: Any) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def _cmd(
-        run: Path = typer.Option(Path("runs/demo"), "--run", help="Run directory (created if missing).",
-                                 file_okay=False),
+        catalog: str = typer.Argument("music21", metavar="CATALOG", help=(
+            "Which demo: music21 (folk and classical scores, the default) or cpcd (CPCD's "
+            "conversations about popular music).")),
+        run: Path = typer.Option(None, "--run", help="Run directory (created if missing; default "
+                                 "runs/demo, for cpcd runs/demo-cpcd).", file_okay=False),
         serve: bool = typer.Option(False, "--serve", help="Open the web page instead of the terminal chat."),
         no_chat: bool = typer.Option(False, "--no-chat", help="Stop after the evaluation table."),
-        catalog_limit: int = typer.Option(None, "--catalog-limit", help="Tracks to import."),
+        catalog_limit: int = typer.Option(None, "--catalog-limit",
+                                          help="Tracks to import (cpcd: conversations)."),
         audio_limit: int = typer.Option(None, "--audio-limit", help="Tracks rendered to audio."),
         model: str = typer.Option(None, "--model", help="Base model: alias, hub name or folder."),
         port: int = typer.Option(8000, help="Port for --serve."),
@@ -35,18 +43,22 @@ def register(app: typer.Typer) -> None:
                                     dir_okay=False),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " Implies --no-chat."),
     ) -> None:
-        """Import the music21 catalog, encode, tokenize, build dialogs, train, evaluate, then chat.
+        """Import a catalog, encode, tokenize, build dialogs, train, evaluate, then chat.
 
-        Finished stages are skipped, so a second run goes straight to the chat and an
-        interrupted run resumes where it stopped.
+        The music21 demo builds its catalog and dialogs from music21's scores; the cpcd demo
+        trains on CPCD's own conversations (shipped with talkplay, CC BY 4.0) and evaluates with
+        CPCD's protocol. Finished stages are skipped, so a second run goes straight to the chat
+        and an interrupted run resumes where it stopped.
         """
-        from talkplay.demo import DemoConfig, plan, run_demo
+        from talkplay.demo import DEFAULT_RUNS, DemoConfig, plan, run_demo
         from talkplay.log import stderr_console
         from talkplay.run import Run
 
         overrides = {k: v for k, v in {"catalog_limit": catalog_limit, "audio_limit": audio_limit,
                                        "model": model}.items() if v is not None}
-        cfg = DemoConfig.from_file(config, **overrides) if config else DemoConfig(**overrides)
+        cfg = (DemoConfig.from_file(config, preset=catalog, **overrides) if config
+               else DemoConfig.preset(catalog, **overrides))
+        run = run or Path(DEFAULT_RUNS[catalog])
         r = Run(run)
         stderr_console.print(f"[bold]talkplay demo[/] → {run}", highlight=False)
 

@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
                                         help="Add the reference row that ranks test-only tracks first."),
         replies: int = typer.Option(60, "--replies",
                                     help="TalkPlay also answers the last scored turn of up to N "
-                                         "conversations; replies are scored for faithfulness (0: none)."),
+                                         "conversations; replies are scored for faithfulness, loops, "
+                                         "cut-offs and fluency (0: none)."),
         no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
         name: str = typer.Option(None, "--name",
                                  help="Report name: writes RUN/eval/NAME.{json,md,png}. Default: the "

@@ -37,6 +37,9 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(d.resume, "--resume", help="Continue from the last checkpoint."),
         keep_layers: int = typer.Option(d.keep_layers or 0, "--keep-layers",
                                         help="Keep only the first N layers (0: all)."),
+        exit_layer: int = typer.Option(
+            d.exit_layer or 0, "--exit-layer",
+            help="content: the layer the track head reads (0: the last); replies read every layer."),
         threads: int = typer.Option(d.threads or 0, "--threads", help="CPU threads (0: torch default)."),
         seed: int = typer.Option(d.seed, "--seed"),
         inject_gain: float = typer.Option(
@@ -44,6 +47,10 @@ def register(app: typer.Typer) -> None:
             help="content: request embedding added at <|music|>, times the LM's final residual norm."),
         text_weight: float = typer.Option(d.text_weight, "--text-weight",
                                           help="content: weight of the reply-text loss."),
+        text_every: int = typer.Option(
+            d.text_every, "--text-every",
+            help="content, with an early --exit-layer: the reply-text loss in one step of N; the "
+                 "others run only the layers up to the exit, for the track loss."),
         bf16: bool = typer.Option(d.bf16, "--bf16", help="bfloat16 mixed precision (GPUs with bf16)."),
         gradient_checkpointing: bool = typer.Option(
             d.gradient_checkpointing, "--gradient-checkpointing",
@@ -62,6 +69,10 @@ def register(app: typer.Typer) -> None:
             d.cards, "--cards/--no-cards",
             help="Write each track's card (title, artist, facts) into the context after it, in "
                  "training and at inference; replies are written after the cards."),
+        cards_history: bool = typer.Option(
+            d.cards_history, "--cards-history/--cards-latest",
+            help="Cards after the tracks of every answer, or of the latest answer only (the one "
+                 "its reply talks about; earlier turns keep more of the window)."),
         words: bool = typer.Option(
             d.words, "--words/--no-words",
             help="content: a track's own words (title, artists, album, tags) as one more modality, "
@@ -90,11 +101,14 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig(base_model=base_model, init=init, lora=lora, lora_rank=lora_rank, epochs=epochs,
                           max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                           max_length=max_length, save_every=save_every, resume=resume,
-                          keep_layers=keep_layers or None, threads=threads or None, seed=seed,
+                          keep_layers=keep_layers or None, exit_layer=exit_layer or None,
+                          threads=threads or None, seed=seed,
                           bf16=bf16, gradient_checkpointing=gradient_checkpointing,
                           supervised_logits=supervised_logits, track_repr=track_repr,
                           time_budget=time_budget, inject_gain=inject_gain, text_weight=text_weight,
+                          text_every=text_every,
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
+                          cards_history=cards_history,
                           words=words, net_lr=net_lr, context=context,
                           words_gain=words_gain, current=current)
         out = train_run(Run(run), cfg)

@@ -15,7 +15,7 @@ markers (most templates have none and would silently give an all-zero mask).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from talkplay.catalog import Conversation, Turn
@@ -46,6 +46,9 @@ class RenderConfig:
     - ``cards``: ``track id -> text`` written after every music block, never trained on
       (``talkplay.cards.Cards``); the reply then follows the cards, so a model can copy
       what it names from them. None: no cards (`talkplay train` without `--cards`).
+    - ``cards_history``: cards after the tracks of every answer, or (False) of the last
+      answer only: the one the reply being written talks about. Earlier tracks are still
+      their rows, and the window keeps more earlier turns.
 
     A turn's ``extra["user_tracks"]`` (track ids) are written as music blocks after the
     user's text, unsupervised: "what is this track? <|music|>…<|/music|>".
@@ -60,6 +63,7 @@ class RenderConfig:
     reply_sep: str = " "
     max_length: int | None = None
     cards: Callable[[str], str] | None = None
+    cards_history: bool = True
 
 
 @dataclass
@@ -167,8 +171,11 @@ def _card(cfg: RenderConfig, track_id: str) -> str:
 
 def _assistant_parts(turn: Turn, music: Any, cfg: RenderConfig,
                      record: list[tuple[str, int, bool]] | None = None,
-                     index: int = 0) -> list[tuple[str, bool]]:
-    """The assistant content as (text, supervised) pieces; joined, they are the content."""
+                     index: int = 0, last: bool = True) -> list[tuple[str, bool]]:
+    """The assistant content as (text, supervised) pieces; joined, they are the content.
+    ``last``: the conversation's last answer (the one that has cards without ``cards_history``)."""
+    if cfg.cards is not None and not (last or cfg.cards_history):
+        cfg = replace(cfg, cards=None)
     disliked = set(turn.disliked)
     blocks: list[tuple[str, bool]] = []
     for t in turn_tracks(turn, music, cfg):
@@ -226,7 +233,7 @@ def _segments(conv: Conversation, turns: range, tok: Any, music: Any, cfg: Rende
             return segs
         head = _template(tok, messages, gen=True)
         segs.append((_delta(done, head), False))
-        parts = _assistant_parts(conv.turns[i], music, cfg, blocks, i)
+        parts = _assistant_parts(conv.turns[i], music, cfg, blocks, i, last=i == last)
         content = "".join(p for p, _ in parts)
         messages.append({"role": "assistant", "content": content})
         full = _template(tok, messages)

@@ -110,7 +110,9 @@ class ContentEngine(Engine):
         model = ContentModel(lm, net, feats)
         catalog = run.load_catalog(validate=False)
         cards = Cards(catalog) if meta.get("cards") else None  # models trained before cards have none
-        rcfg = RenderConfig(max_length=meta.get("max_length"), cards=cards)
+        # models trained before cards_history wrote cards after every answer
+        rcfg = RenderConfig(max_length=meta.get("max_length"), cards=cards,
+                            cards_history=meta.get("cards_history", True))
         return cls(model, tok, catalog, cfg, rcfg, meta.get("text_model"), meta.get("reply_tracks"))
 
     @property
@@ -187,12 +189,18 @@ class ContentEngine(Engine):
         return self._prompt_embeds(conversation)[0][0].float().cpu()
 
     @torch.inference_mode()
-    def _rank(self, conversation: Conversation, k: int, banned: set[str]) -> tuple[
+    def _rank(self, conversation: Conversation, k: int, banned: set[str], reply: bool = False) -> tuple[
             list[tuple[str, float]], Any, Request]:
+        """Top k (track id, log-prob); with ``reply`` also the KV cache of the whole stack
+        (the reply reads every layer; ranking alone runs only up to the track head's exit)."""
         emb, reqs = self._prompt_embeds(conversation)
         index = self.music.index
-        out, cache = self._forward(emb)
-        h = out.hidden_states[-1][0, -1]
+        cache = None
+        if reply:
+            out, cache = self._forward(emb)
+            h = self.content.rank_hidden(out.hidden_states)[0, -1]
+        else:
+            h = self.content.rank_forward(emb)[0, -1]
         scores = torch.log_softmax(self.content.track_scores(h, self.rows), dim=-1)
         mask = [index[t] for t in banned if t in index]
         if mask:
@@ -213,12 +221,12 @@ class ContentEngine(Engine):
         parts = [p for p in (facts, self.explainer.cooccur_reason(track_id, liked)) if p]
         return "; ".join(parts)
 
-    def _recommend(self, conversation: Conversation, k: int, exclude: Iterable[str]) -> tuple[
-            list[Recommendation], Any]:
+    def _recommend(self, conversation: Conversation, k: int, exclude: Iterable[str],
+                   reply: bool = False) -> tuple[list[Recommendation], Any]:
         if not conversation.turns:
             conversation = replace(conversation, turns=[Turn(user="")])
         banned = session_exclude(conversation, exclude)
-        ranked, cache, q = self._rank(conversation, k, banned)
+        ranked, cache, q = self._rank(conversation, k, banned, reply)
         self.last_method = "exact"
         liked = [x for t in conversation.turns for x in t.liked]
         return [Recommendation(t, s, self.why(t, liked)) for t, s in ranked], (cache, q)
@@ -231,7 +239,7 @@ class ContentEngine(Engine):
     @torch.inference_mode()
     def stream_respond(self, conversation: Conversation, k: int = 3, exclude: Iterable[str] = ()) -> Iterator[
             Recommendation | str]:
-        recs, (cache, q) = self._recommend(conversation, k, exclude)
+        recs, (cache, q) = self._recommend(conversation, k, exclude, reply=True)
         yield from recs
         if not recs:
             return

@@ -2,7 +2,8 @@
 and two plots (hit@10 per turn per system, hit@k curves).
 
 ``write_report(run.eval_dir, result)`` writes ``<name>.json``, ``<name>.md``,
-``<name>.hit10_per_turn.png`` and ``<name>.hit_at_k.png``; ``rich_table(result)`` is what
+``<name>.hit10_per_turn.png``, ``<name>.hit_at_k.png`` and, when a system wrote replies,
+``<name>-replies.md`` (each reply beside the human's); ``rich_table(result)`` is what
 ``talkplay eval`` prints.
 """
 
@@ -85,8 +86,19 @@ def _table(title: str, header: list[str], rows: list[list[str]], caption: str | 
     return table
 
 
-REPLY_METRICS = (("reply_faithfulness", "faithful"), ("distinct_2", "distinct-2"),
-                 ("request_mention", "mentions request"))
+REPLY_METRICS = (("reply_faithfulness", "faithful"), ("reply_faithfulness_unguarded", "faithful unguarded"),
+                 ("distinct_2", "distinct-2"), ("repeated_trigram_rate", "repeats 3-gram"),
+                 ("cut_off_rate", "cut off"), ("request_mention", "mentions request"),
+                 ("artist_grounding", "names asked artist"), ("fluency", "NLL"),
+                 ("fluency_human", "NLL human"))
+
+
+def _reply_cell(s: dict[str, Any], key: str) -> str:
+    if s.get(key) is None:
+        return "–"
+    if key == "artist_grounding":  # a share of few requests: say how few
+        return f"{s[key]:.3f} ({s.get('requests_naming_card_artist', 0)})"
+    return f"{s[key]:.3f}"
 
 
 def reply_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -95,8 +107,12 @@ def reply_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for name, s in result["systems"].items():
         if s.get("n_replies"):
-            rows.append([name, str(s["n_replies"]),
-                         *["–" if s.get(k) is None else f"{s[k]:.3f}" for k, _ in REPLY_METRICS]])
+            rows.append([name, str(s["n_replies"]), *[_reply_cell(s, k) for k, _ in REPLY_METRICS]])
+            human = s.get("human")  # the curators' replies to the same turns, for scale
+            if human:
+                human = {**human, "fluency": s.get("fluency_human")}
+                cells = [_reply_cell(human, k) if k in human else "–" for k, _ in REPLY_METRICS]
+                rows.append(["human replies (not a system)", str(human["n_replies"]), *cells])
     return header, rows
 
 
@@ -105,8 +121,44 @@ def rich_reply_table(result: dict[str, Any]) -> Table | None:
     header, rows = reply_rows(result)
     if not rows:
         return None
-    title = "Replies: faithful = names only tracks recommended so far (and their artists)"
-    return _table(title, header, rows)
+    title = ("Replies: faithful = names only tracks recommended so far (and their artists); "
+             "unguarded = the same, written without the engine's guard")
+    return _table(title, header, rows, caption=REPLY_NOTE)
+
+
+REPLY_NOTE = ("distinct-2: distinct word bigrams / all bigrams; repeats 3-gram: replies repeating a word "
+              "trigram; cut off: replies empty or stopping mid-sentence; mentions request: replies naming a "
+              "tag or artist the request named, among requests that named one; names asked artist: replies "
+              "naming the artist the request asked for when a card is by that artist (how many such "
+              "requests in brackets); NLL: mean nats per reply token under the untuned base model given "
+              "the request (lower reads more fluently), of the replies and of the human replies.")
+
+
+def md_cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell: ``|`` escaped, line breaks as ``<br>``."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r\n", "<br>").replace("\n", "<br>")
+
+
+def replies_markdown(result: dict[str, Any]) -> str | None:
+    """Every checked reply beside the human's for the same turn, as Markdown (None: no replies)."""
+    parts = []
+    for name, s in result["systems"].items():
+        if not s.get("replies"):
+            continue
+        header = ["turn", "request", "cards", "reply", "human reply", "flags"]
+        rows = []
+        for r in s["replies"]:
+            flags = ["cut off"] * bool(r.get("cut_off")) + ["repeats"] * bool(r.get("repeats_trigram"))
+            flags += [f"unfaithful: {', '.join(r['unfaithful'])}"] * bool(r.get("unfaithful"))
+            rows.append([md_cell(f"{r['conversation']}:{r['turn']}"), md_cell(r["request"]),
+                         "<br>".join(md_cell(c) for c in r["cards"]),
+                         md_cell(r["reply"]), md_cell(r.get("human_reply") or ""), md_cell("; ".join(flags))])
+        parts += [f"## {name}", "", markdown_table(header, rows), ""]
+    if not parts:
+        return None
+    return "\n".join([f"# Replies: {result['name']}", "", "The last scored turn of each conversation: the "
+                      "request, the three tracks answered, the model's reply and the human's reply to the "
+                      "same request (blank where the conversation has none).", "", *parts])
 
 
 def per_turn_markdown(result: dict[str, Any], metric: str = "hit@10") -> str:
@@ -179,9 +231,9 @@ def markdown_report(result: dict[str, Any]) -> str:
     if rows:
         parts += ["## Replies (last scored turn of each conversation)", "",
                   "faithful: every catalog title the reply names is a track recommended so far, every "
-                  "artist it names an artist of one; distinct-2: distinct word bigrams / all bigrams; "
-                  "mentions request: replies naming a tag or artist the request named, among requests "
-                  "that named one.", "", markdown_table(header, rows), ""]
+                  "artist it names an artist of one (unguarded: the same replies written without the "
+                  "engine's guard); " + REPLY_NOTE, "", markdown_table(header, rows), ""]
+        parts += [f"Every reply beside the human's: `{result['name']}-replies.md`.", ""]
     for name, note in REFERENCE_NOTES.items():
         if name in result["systems"]:
             parts += [note, ""]
@@ -251,6 +303,10 @@ def write_report(eval_dir: Path, result: dict[str, Any], plots: bool = True) -> 
     eval_dir = Path(eval_dir)
     name = result["name"]
     files = {"json": str(eval_dir / f"{name}.json"), "markdown": str(eval_dir / f"{name}.md")}
+    side_by_side = replies_markdown(result)
+    if side_by_side is not None:
+        files["replies"] = str(eval_dir / f"{name}-replies.md")
+        write_text_atomic(files["replies"], side_by_side)
     if plots:
         files["plot_per_turn"] = str(plot_per_turn(result, eval_dir / f"{name}.hit10_per_turn.png"))
         files["plot_hit_at_k"] = str(plot_hit_curves(result, eval_dir / f"{name}.hit_at_k.png"))

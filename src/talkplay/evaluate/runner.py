@@ -72,7 +72,8 @@ class EvalConfig:
     restricts next-track rankings to each session's candidate pool. ``leak_probe`` adds
     the reference row that ranks test-only tracks first (not a system). ``replies``: TalkPlay
     also answers the last scored turn of up to this many conversations, and its replies are
-    scored for faithfulness and variety (``talkplay.evaluate.replies``; 0: ranking only).
+    scored for faithfulness, variety, loops, cut-offs and fluency (``talkplay.evaluate.replies``;
+    0: ranking only).
     """
 
     protocol: str = "cpcd"
@@ -411,7 +412,9 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
         systems[sys_name], predictions[sys_name] = score_system(sys_name, rec, run, cases, sl.cold, cfg,
                                                                 kinds)
         if sys_name == TALKPLAY and cfg.replies:
-            systems[sys_name].update(reply_report(rec.engine, cases, catalog, cfg.replies))
+            base = (fingerprint.model_meta(run) or {}).get("base_model")  # the untuned LM, for fluency
+            systems[sys_name].update(reply_report(rec.engine, cases, catalog, cfg.replies,
+                                                  conversations=convs, base_model=base))
     ceiling = ceiling_entry(convs, cases, sl.cold, cfg, kinds)
     if ceiling is not None:
         systems[CEILING] = ceiling

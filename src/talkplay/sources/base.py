@@ -9,6 +9,7 @@ been validated, so a failed import leaves the run as it was.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import re
@@ -303,9 +304,11 @@ def iter_json_array(path: Path, issues: Issues,
 def iter_jsonl(path: Path, issues: Issues, check_text: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line; bad lines go to ``issues``.
 
-    ``check_text=False``: the caller runs ``check_unicode`` on each object itself (to name the track).
+    A ``.gz`` file is read through gzip. ``check_text=False``: the caller runs ``check_unicode``
+    on each object itself (to name the track).
     """
-    with open(path, "rb") as f:
+    opener = gzip.open if Path(path).suffix == ".gz" else open
+    with opener(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             try:
                 text = raw.decode("utf-8-sig" if n == 1 else "utf-8")

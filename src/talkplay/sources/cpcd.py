@@ -1,10 +1,12 @@
 """CPCD (Conversational Playlist Curation Dataset) JSONL importer.
 
-``get_importer("cpcd").load("cpcd_v1.dialogs.dev.train.jsonl", Issues())``. One line per
-conversation: turns of user query / wizard response with liked and disliked track ids,
-a ``tracks`` table with metadata for the liked/disliked tracks, and a goal playlist.
-Track ids are the dataset's own (YouTube video ids); turn order and liked order are kept
-exactly, since the dataset's protocol takes "the first 3 liked of each earlier turn".
+``get_importer("cpcd").load("cpcd_v1.dialogs.dev.train.jsonl", Issues())``; a ``.jsonl.gz`` file
+is read as well, and path ``"-"`` is the copy shipped in ``talkplay/data/cpcd`` (``SHIPPED``;
+CC BY 4.0, see the README there). One line per conversation: turns of user query / wizard
+response with liked and disliked track ids, a ``tracks`` table with metadata for the
+liked/disliked tracks, and a goal playlist. Track ids are the dataset's own (YouTube video
+ids); turn order and liked order are kept exactly, since the dataset's protocol takes "the
+first 3 liked of each earlier turn".
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from talkplay.sources.base import (
 )
 from talkplay.sources.fields import build_track, want_dict, want_id, want_ids, want_list, want_text
 
+# CPCD's dev+train conversations (Chaganty et al., SIGIR 2023), gzipped unchanged
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "cpcd" / "cpcd_v1.dialogs.dev.train.jsonl.gz"
 # catalog field -> CPCD key, for error messages; the id is the key of the ``tracks`` object
 TRACK_KEYS: dict[str, str | None] = {"id": None, "title": "track_titles", "artists": "track_artists",
                                      "album": "track_release_titles"}
@@ -79,16 +83,17 @@ def parse_conversation(obj: dict[str, Any], cat: Catalog, *, file: str, line: in
 @register
 class CPCDImporter(Importer):
     name = "cpcd"
-    description = "CPCD conversations (JSONL, one conversation per line)"
+    description = "CPCD conversations (JSONL or .jsonl.gz, one per line; PATH '-': the shipped copy)"
     options = ("limit",)
 
     def load(self, path: str, issues: Issues, limit: int | None = None, **_: Any) -> Catalog:
-        """Read a CPCD JSONL file (or a folder of them) into tracks, goal playlists and conversations.
+        """Read a CPCD JSONL file (or a folder of them, or ``"-"``: ``SHIPPED``) into tracks, goal
+        playlists and conversations.
 
         A record with any bad value (a bad track included) is skipped whole under ``--skip-invalid``.
         """
-        p = existing_path(path)
-        files = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
+        p = SHIPPED if path in ("-", "") else existing_path(path)
+        files = sorted([*p.glob("*.jsonl"), *p.glob("*.jsonl.gz")]) if p.is_dir() else [p]
         cat = Catalog()
         seen: dict[str, str] = {}
         for fp in files:

@@ -25,7 +25,15 @@ from talkplay.catalog import Catalog, Playlist, Track
 from talkplay.errors import InputError
 from talkplay.log import get_logger, progress
 from talkplay.sources.base import Importer, Issues, register
-from talkplay.sources.music21_abc import abc_key, abc_lyrics, abc_works, essen_tags, title_type, tune_type
+from talkplay.sources.music21_abc import (
+    abc_key,
+    abc_lyrics,
+    abc_works,
+    essen_tags,
+    repair_legacy,
+    title_type,
+    tune_type,
+)
 from talkplay.sources.music21_data import COLLECTIONS, ESSEN_BOOKS
 
 log = get_logger(__name__)
@@ -50,7 +58,8 @@ def score_ref(rel: str, number: str | None) -> str:
 
 
 def _tidy_title(t: str) -> str:
-    t = re.sub(r"\s+", " ", t).strip().rstrip(".")
+    # ABC text is repaired as it is read; this catches a title from the metadata bundle
+    t = re.sub(r"\s+", " ", repair_legacy(t)).strip().rstrip(".")
     if t.isupper() and len(t) > 3:
         t = t.title()
     m = re.match(r"^(.*), (The|A|An)$", t)
@@ -329,7 +338,7 @@ class Music21Importer(Importer):
         elif path.suffix == ".krn":
             info = krn_info(path)
         composer = artist or info.get("COM") or md.get("composer") or "Unknown"
-        composer = composer.split("\n")[0].strip()
+        composer = repair_legacy(composer.split("\n")[0].strip())
         title, groups, tags = _score_title(rel, md, info, folder), [], list(base_tags)
         extra: dict[str, Any] = {"collection": album or composer}
         opus = _opus(rel, info)

@@ -1,7 +1,8 @@
 """Reading ABC tune headers as text: fast, no score parsing.
 
 ``abc_works(text) -> {"12": {"T": [...], "R": [...], "K": [...], "w": [...], ...}}`` keyed
-by the ``X:`` number, plus helpers that turn header values into tags, keys and lyrics.
+by the ``X:`` number, plus helpers that turn header values into tags, keys and lyrics, and
+``repair_legacy`` for the Essen files whose umlauts came through as control characters.
 """
 
 from __future__ import annotations
@@ -19,14 +20,46 @@ from talkplay.sources.music21_data import (
 
 _FIELD = re.compile(r"^([A-Za-z]):\s*(.*?)\s*$")
 _KEEP = set("TCRONBSKMLQZHWw")
+# Some Essen (EsAC) files were typed on DOS/Atari machines and converted to UTF-8 as if they
+# were Latin-1, so "grüner" reads "gr\x81ner" and "saß" reads "saá". A C1 control character
+# (U+0080-U+009F) is never real text, so it is the evidence that a file is one of them.
+_C1 = re.compile("[\x80-\x9f]")
+# cp437's letters at 0x80-0x9A (Ç ü é â ä ... Ö Ü), and the Atari ST's ß at 0x9E ("Stra\x9een")
+_LEGACY = {chr(b): bytes([b]).decode("cp437") for b in range(0x80, 0x9B)} | {"\x9e": "ß"}
+# cp437's ß (0xE1) reads as Latin-1 "á"; in these German texts it always follows a vowel
+# (saá, Straáburg), which a real á in a legacy file never does (checked over the corpus)
+_LEGACY_SZ = re.compile("(?<=[aeiouäöüAEIOUÄÖÜ])á")
 _MODES = {"": "major", "maj": "major", "ion": "major", "m": "minor", "min": "minor", "aeo": "minor",
           "dor": "dorian", "mix": "mixolydian", "phr": "phrygian", "lyd": "lydian", "loc": "locrian"}
 
 
+def repair_legacy(text: str, legacy: bool | None = None) -> str:
+    """``repair_legacy("Einst saá ich auf gr\\x81ner Heide") == "Einst saß ich auf grüner Heide"``.
+
+    ``legacy``: the text comes from a file known to be legacy-encoded (it has a C1 character
+    somewhere); None decides from the text itself. Text without that evidence, and text that
+    would keep a control character after repair, is returned unchanged: "Slán", "Seán" and
+    the Latin-1 text of other files are never touched.
+    """
+    if legacy is None:
+        legacy = bool(_C1.search(text))
+    if not legacy:
+        return text
+    fixed = _LEGACY_SZ.sub("ß", _C1.sub(lambda m: _LEGACY.get(m.group(), m.group()), text))
+    return text if _C1.search(fixed) else fixed
+
+
 def abc_works(text: str) -> dict[str, dict[str, list[str]]]:
-    """Header fields (and lyric lines) of every tune in an ABC file, keyed by ``X:`` number."""
+    """Header fields (and lyric lines) of every tune in an ABC file, keyed by ``X:`` number.
+
+    A legacy-encoded file (see ``repair_legacy``) is repaired line by line first: one file
+    mixes broken lines with lines someone already fixed ("religiöse").
+    """
     works: dict[str, dict[str, list[str]]] = {}
     cur: dict[str, list[str]] | None = None
+    if _C1.search(text):
+        # split at newlines only: str.splitlines also breaks at U+0085, which here is "à"
+        text = "\n".join(repair_legacy(line, legacy=True) for line in text.split("\n"))
     for line in text.splitlines():
         m = _FIELD.match(line)
         if not m:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from talkplay.tracks.exit import exit_hidden, run_to_exit
 from talkplay.tracks.features import TrackFeatures
 from talkplay.tracks.network import TrackNet
 
@@ -77,6 +78,14 @@ class ContentModel(nn.Module):
     def track_scores(self, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return self.net.scores(hidden.float(), rows.float())
 
+    def rank_hidden(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """(B, L, hidden) the track head reads, from a full forward's ``hidden_states``."""
+        return exit_hidden(self.lm, hidden_states, self.net.cfg.exit_layer)
+
+    def rank_forward(self, emb: torch.Tensor) -> torch.Tensor:
+        """(B, L, hidden) the track head reads, running the LM only up to its exit."""
+        return run_to_exit(self.lm, self.net.cfg.exit_layer, inputs_embeds=emb)
+
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, slot_b: torch.Tensor,
                 slot_p: torch.Tensor, slot_row: torch.Tensor, open_b: torch.Tensor, open_p: torch.Tensor,
                 open_q: torch.Tensor, open_target: torch.Tensor, queries: torch.Tensor,
@@ -85,7 +94,8 @@ class ContentModel(nn.Module):
         """``{"loss", "text_loss", "track_loss", "n_text", "n_tracks"}`` for one batch.
 
         The text loss is the LM's cross-entropy on the supervised reply tokens (its head run
-        only there); the track loss is the cross-entropy of the target among every catalog
+        only there; ``text_weight`` 0 skips it, and the layers past the track head's exit with
+        it); the track loss is the cross-entropy of the target among every catalog
         row at each supervised ``<|music|>``: a full softmax over the catalog, or, past
         ``full_softmax_max`` tracks, a sampled one over the batch's own tracks (in-batch
         negatives) and ``negatives`` random catalog tracks.
@@ -105,19 +115,23 @@ class ContentModel(nn.Module):
             rows = self.rows()
         emb = self.embed(input_ids, rows, slot_b, slot_p, slot_row, open_b, open_p, queries[open_q],
                          ctx_open, ctx_row, ctx_w)
-        out = self.lm(inputs_embeds=emb, output_hidden_states=True, logits_to_keep=1, use_cache=False)
-        hidden = out.hidden_states[-1]
         target = labels[:, 1:]
         keep = target != -100
-        zero = hidden.sum() * 0.0
+        zero = emb.sum() * 0.0
         text_loss = zero
-        if keep.any():
-            logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
-            text_loss = nn.functional.cross_entropy(logits, target[keep])
+        if text_weight > 0:
+            out = self.lm(inputs_embeds=emb, output_hidden_states=True, logits_to_keep=1, use_cache=False)
+            hidden = out.hidden_states[-1]  # replies: the full stack
+            at_exit = self.rank_hidden(out.hidden_states)
+            if keep.any():
+                logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
+                text_loss = nn.functional.cross_entropy(logits, target[keep])
+        else:  # a step for the track head alone runs the layers up to its exit, no further
+            at_exit = self.rank_forward(emb)
         sel = open_target >= 0
         track_loss = zero
         if sel.any():
-            scores = self.track_scores(hidden[open_b[sel], open_p[sel]], rows)
+            scores = self.track_scores(at_exit[open_b[sel], open_p[sel]], rows)
             track_loss = nn.functional.cross_entropy(scores, open_target[sel])
         return {"loss": text_weight * text_loss + track_loss, "text_loss": text_loss.detach(),
                 "track_loss": track_loss.detach(), "n_text": keep.sum(), "n_tracks": sel.sum()}

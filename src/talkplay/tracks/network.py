@@ -58,6 +58,11 @@ class TrackNetConfig:
     # many times as large: a new request names what it wants in its own words, which the whole
     # conversation's text dilutes (0: none; nets saved before had none). BENCHMARKS.md, "Current turn"
     current: float = 0.0
+    # the LM layer whose output (through the LM's final norm) the track head reads at
+    # <|music|>; replies read the full stack (None: the last layer, as nets saved before).
+    # One network, two exits: ranking keeps the early layer that ranked best on CPCD while
+    # the reply keeps all the pretrained language (BENCHMARKS.md, "Replies that talk")
+    exit_layer: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

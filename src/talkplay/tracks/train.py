@@ -44,6 +44,7 @@ from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
 from talkplay.model import expand_vocab, load_base
 from talkplay.run import Run
 from talkplay.tracks.data import Example, collate, request_key
+from talkplay.tracks.exit import decoder_layers, is_early
 from talkplay.tracks.features import TrackFeatures, TrackSlots
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
@@ -87,8 +88,9 @@ def _row_norm(lm: Any) -> float:
 
 
 @torch.no_grad()
-def residual_norm(lm: Any, tok: Any, text: str = DEFAULT_SYSTEM) -> float:
-    """Median norm of the residual stream entering the LM's final norm, on ``text``.
+def residual_norm(lm: Any, tok: Any, text: str = DEFAULT_SYSTEM, layer: int | None = None) -> float:
+    """Median norm of the residual stream entering the LM's final norm, on ``text`` (or
+    leaving ``layer``, the track head's exit, when it is an earlier one).
 
     The request is added to the input at ``<|music|>`` and must survive every layer to the
     head; how large it must be for that depends on how much the layers write into the stream
@@ -98,7 +100,11 @@ def residual_norm(lm: Any, tok: Any, text: str = DEFAULT_SYSTEM) -> float:
     if norm is None:
         return _row_norm(lm)
     seen: dict[str, torch.Tensor] = {}
-    hook = norm.register_forward_hook(lambda m, i, o: seen.__setitem__("x", i[0]))
+    if is_early(lm, layer):
+        hook = decoder_layers(lm)[layer - 1].register_forward_hook(
+            lambda m, i, o: seen.__setitem__("x", o[0] if isinstance(o, tuple) else o))
+    else:
+        hook = norm.register_forward_hook(lambda m, i, o: seen.__setitem__("x", i[0]))
     try:
         lm(tok(text, return_tensors="pt").input_ids, use_cache=False)
     finally:
@@ -117,11 +123,12 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures, encoder: Any = None) -
     new_ids = [int(i) for i in tok.convert_tokens_to_ids([MUSIC_OPEN, MUSIC_CLOSE, TRACK_SLOT])]
     query_dim = (encoder or TextEncoder(feats.text_model)).dim
     row_norm = _row_norm(lm)
-    gain = cfg.inject_gain * residual_norm(lm, tok) / row_norm
+    exit_layer = cfg.exit_layer if is_early(lm, cfg.exit_layer) else None
+    gain = cfg.inject_gain * residual_norm(lm, tok, layer=exit_layer) / row_norm
     ncfg = TrackNetConfig(dims=feats.dims, hidden=lm.config.hidden_size, query_dim=query_dim,
                           text_modalities=feats.text_modalities, row_norm=row_norm,
                           inject_gain=gain, seed=cfg.seed, unit_query=True, context=cfg.context,
-                          words_gain=cfg.words_gain, current=cfg.current)
+                          words_gain=cfg.words_gain, current=cfg.current, exit_layer=exit_layer)
     net = TrackNet.create(ncfg)
     if cfg.lora:
         lm = add_lora(lm, cfg, new_ids)
@@ -187,7 +194,7 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     model, tok, info = build_model(run, cfg, feats, encoder)
     slots = TrackSlots(feats.ids)
     cards = Cards(run.load_catalog(validate=False)) if cfg.cards else None
-    rcfg = RenderConfig(max_length=cfg.max_length, cards=cards)
+    rcfg = RenderConfig(max_length=cfg.max_length, cards=cards, cards_history=cfg.cards_history)
     examples = [e for e in (Example.build(c, tok, slots, rcfg) for c in convs) if e.supervised]
     if not examples:
         raise TalkPlayError(f"{run.dialogs_dir / 'train.jsonl'} has no conversation with a supervised turn")
@@ -249,6 +256,7 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
 
     epoch_batches = epoch_order(state["epoch"])
     t_loop = time.perf_counter() - state["elapsed"]
+    last_text = float("nan")  # the reply-text loss of the last step that had one
     bar = ProgressBar(total=total_steps, desc="train") if acc.is_main_process else None
     with bar or contextlib.nullcontext():
         if bar:
@@ -266,7 +274,9 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
             lr = cfg.lr * min(1.0, (state["step"] + 1) / warmup) * max(0.0, 1.0 - done)
             for g in opt.param_groups:
                 g["lr"] = lr * g["lr_scale"]
-            out = model(**batch, queries=queries, text_weight=cfg.text_weight)
+            # with an early exit, only every text_every-th step runs the whole stack for the reply
+            text_step = net.cfg.exit_layer is None or state["step"] % cfg.text_every == 0
+            out = model(**batch, queries=queries, text_weight=cfg.text_weight if text_step else 0.0)
             acc.backward(out["loss"])
             acc.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -274,18 +284,20 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
             state["step"] += 1
             state["tokens"] += int((batch["input_ids"] != tok.pad_token_id).sum()) * world
             state["elapsed"] = time.perf_counter() - t_loop
+            if text_step:
+                last_text = round(float(out["text_loss"]), 4)
             rec = {"step": state["step"], "loss": round(float(out["loss"].detach()), 4),
-                   "text_loss": round(float(out["text_loss"]), 4),
+                   "text_loss": last_text if text_step else None,
                    "track_loss": round(float(out["track_loss"]), 4), "lr": lr,
                    "seconds": round(state["elapsed"], 1)}
             history.append(rec)
             rate = state["tokens"] / max(state["elapsed"], 1e-9)
             if bar:
-                bar.update(1, status=f"text {rec['text_loss']:.2f} · tracks {rec['track_loss']:.2f} · "
+                bar.update(1, status=f"text {last_text:.2f} · tracks {rec['track_loss']:.2f} · "
                                      f"{rate:,.0f} tok/s")
             if acc.is_main_process and state["step"] % 25 == 0:  # a line in logs too, where no bar is drawn
                 log.info("step %d: text loss %.3f, track loss %.3f, %.0f tokens/s, %.0f s", state["step"],
-                         rec["text_loss"], rec["track_loss"], rate, state["elapsed"])
+                         last_text, rec["track_loss"], rate, state["elapsed"])
             if state["step"] % cfg.save_every == 0 and acc.is_main_process:
                 _save_checkpoint(ckpt, acc.unwrap_model(model), opt, state)
             # rank 0's clock decides for all: every process stops at the same step (or the
@@ -327,9 +339,11 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     model.to("cpu")
     save_content_model(model, tok, run.model_dir, {
         "track_repr": "content", "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora,
-        "kept_layers": info["kept_layers"], "steps": state["step"], "text_model": feats.text_model,
+        "kept_layers": info["kept_layers"], "exit_layer": model.net.cfg.exit_layer, "steps": state["step"],
+        "text_model": feats.text_model,
         "features": feats.fingerprint(), "n_tracks": len(feats.ids), "max_length": cfg.max_length,
         "reply_tracks": reply_tracks, "cards": cfg.cards,
+        "cards_history": cfg.cards_history,
         **fingerprint.model_record(run, modalities=list(feats.arrays))})
     write_jsonl_atomic(train_dir / "log.jsonl", history)
     plot_loss(history, train_dir / "loss.png")
