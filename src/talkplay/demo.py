@@ -60,8 +60,7 @@ DEMO_COLLECTIONS = {
 # exit_layer 0: the track head reads the last layer, as the demo's figures were measured (the
 # two-exit default is measured on CPCD, BENCHMARKS.md "Replies that talk")
 DEMO_TRAIN = {"time_budget": 6.0, "epochs": 1.0, "batch_size": 8, "max_length": 256, "init": "describe",
-              "lora": True, "lr": 1e-3, "cards": True, "current": 2.0, "exit_layer": 0,
-              "cards_history": True}
+              "lora": True, "lr": 1e-3, "cards": True, "current": 2.0, "exit_layer": 0}
 # about sqrt(catalog) clusters per modality: coarse codes a short training can learn
 DEMO_TOKENIZE = {"k": 25}
 # synthesized dialogs carry no goal playlist: score each turn's recommended track (next-track)

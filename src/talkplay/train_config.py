@@ -64,9 +64,9 @@ class TrainConfig:
     # knows the names of what it recommends and can say them (BENCHMARKS.md, "Replies that talk")
     cards: bool = True
     # cards after the tracks of every answer, or (False) of the latest answer only, the one its
-    # reply talks about: the window then keeps the earlier turns, whose tracks are still their
-    # rows (BENCHMARKS.md, "Replies that talk")
-    cards_history: bool = False
+    # reply talks about (the window then keeps more earlier turns). On CPCD the latest only
+    # ranked lower and learnt to end a reply at the cards (BENCHMARKS.md, "Replies that talk")
+    cards_history: bool = True
     # content: a track's own words (title, artists, album, tags) as one more modality, and the
     # request's words beside its text embedding (talkplay.tracks.words)
     words: bool = True

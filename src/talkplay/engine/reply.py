@@ -165,6 +165,8 @@ class ReplyWriter:
             scores[eng.music_ids] = float("-inf")  # the reply is text: no music markup
             for tok in banned.get(len(reply), ()):
                 scores[tok] = float("-inf")
+            if not reply:  # an answer always says something: a reply is what a person reads first
+                scores[list(eng.stop_ids)] = float("-inf")
             if steering:
                 keep = torch.full_like(scores, float("-inf"))
                 firsts = torch.tensor(sorted({seq[0] for seq in steering}), device=scores.device)
