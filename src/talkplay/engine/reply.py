@@ -49,7 +49,8 @@ class ReplyGuard:
     liked, rejected or shown by the user), their artists, and anything the user wrote.
     ``sayable`` lists the names a rolled-back reply is steered to: this answer's artists
     and titles, the names on its cards; ``asked``, the artists on them that the request
-    names, come first: the first artist a reply names should be the one asked for.
+    names, come first: the first artist a reply names should be the one asked for, and the
+    first name it makes one of this answer's (``redirects``).
     """
 
     def __init__(self, names: CatalogNames, conversation: Conversation, answer_ids: Iterable[str]) -> None:
@@ -62,8 +63,9 @@ class ReplyGuard:
         tracks = [names.catalog.get(t) for t in answer if t in names.catalog.index]
         artists = [a for tr in tracks for a in tr.artists]
         self.sayable = list(dict.fromkeys(artists + [tr.title for tr in tracks]))
-        request = conversation.turns[-1].user.lower() if conversation.turns else ""
-        self.asked = list(dict.fromkeys(a for a in artists if occurs(a.lower(), request)))
+        self.answer = frozenset(answer)
+        self.request = conversation.turns[-1].user.lower() if conversation.turns else ""
+        self.asked = list(dict.fromkeys(a for a in artists if occurs(a.lower(), self.request)))
 
     def violations(self, text: str, final: bool) -> list[Mention]:
         """Names ``text`` may not make; before the end only those a word boundary closes."""
@@ -71,17 +73,22 @@ class ReplyGuard:
         return bad if final else [m for m in bad if m.end < len(text)]
 
     def redirects(self, text: str, final: bool) -> list[Mention]:
-        """``violations`` and, when the request asked for an artist on the cards, a first
-        artist named that is another one (faithful, but not what was asked: steered too)."""
+        """``violations``, and a first name that is faithful but not about this answer: one
+        the cards do not have (an earlier turn's artist) and the request does not say, or,
+        when the request asked for an artist on the cards, another artist. Both are steered."""
         bad = self.violations(text, final)
-        if bad or not self.asked:
+        if bad:
             return bad
         asked = {a.lower() for a in self.asked}
         for m in self.names.find(text):
             if m.end >= len(text) and not final:
                 break  # still being written
-            if m.kind == "artist":
-                return [] if m.name.lower() in asked else [replace(m, kind="unasked")]
+            name = m.name.lower()
+            if m.kind == "artist" and asked:
+                ok = name in asked
+            else:
+                ok = bool(m.track_ids & self.answer) or occurs(name, self.request)
+            return [] if ok else [replace(m, kind="redirect")]
         return []
 
 
