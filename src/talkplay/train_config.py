@@ -19,7 +19,8 @@ class TrainConfig:
 
     The defaults are the CPU recipe measured on CPCD (BENCHMARKS.md, "Content-grounded
     tracks" and "Replies that talk"): SmolLM2-135M, all 30 layers with the track head
-    reading layer 8, LoRA, content-grounded tracks with cards, at most 30 minutes. ``max_steps`` > 0 overrides ``epochs``; ``keep_layers`` keeps only the first N
+    reading layer 8, LoRA, content-grounded tracks with cards, at most 30 minutes.
+    ``max_steps`` > 0 overrides ``epochs``; ``keep_layers`` keeps only the first N
     transformer layers of the base (0 or None: all); ``lora`` trains low-rank adapters plus
     the new token rows instead of every weight; ``time_budget`` bounds training by wall time
     (the content trainer fits its schedule to it; the codes trainer stops there).
