@@ -221,6 +221,9 @@ def test_a_guarded_reply_never_loops_and_ends_as_a_sentence(looper_run):
 
 def test_unfinished_replies_are_closed_as_sentences_and_streaming_never_takes_text_back():
     assert finish_sentence("Here are some songs by") == "Here are some songs."
+    # the writer's rule is the metric's: a sentence end after "by" is still a cut phrase
+    assert finish_sentence("Here are some songs by.") == "Here are some songs."
+    assert all(not is_cut_off(finish_sentence(t)) for t in ("a b c by", "x, y:", 'so "Yel', "Enjoy! 🎶"))
     assert finish_sentence('How about "Yellow"') == 'How about "Yellow".'
     assert finish_sentence("Songs you might like") == "Songs you might like."
     assert finish_sentence("Enjoy!") == "Enjoy!" and finish_sentence("by the") == ""

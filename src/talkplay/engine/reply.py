@@ -28,10 +28,10 @@ from talkplay.names import CatalogNames, Mention, occurs
 
 MAX_ROLLBACKS = 24
 NO_REPEAT_NGRAM = 3  # no token trigram twice in one reply
-SENTENCE_END = ".!?…"
-CLOSERS = tuple(f"{e}{c}" for e in SENTENCE_END for c in "\"')”’]")
-# words no sentence ends on: a reply cut after one of them reads as cut off (the same list
-# decides both here and in talkplay eval's cut-off rate). "like" and "for" may end one
+# A sentence end, then optionally closing quotes/brackets and emoji, then nothing
+_END = re.compile(r"[.!?…]+[\"'”’)\]»]*[\s\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]*$")
+# words no sentence ends on ("songs by."); not "like" or "for": "songs you might like." and
+# "what you were looking for." are whole sentences, and common replies
 DANGLING = frozenset("by the a an of and or to with from in on your my our their".split())
 _PUNCT = ",;:-–—(\"'“"  # what a cut phrase may trail
 _RAW_MUSIC = re.compile(r"<\|/?music\|>|<\|track\|>|<[a-z]+_\d{3,}>")
@@ -66,6 +66,7 @@ class ReplyGuard:
         self.answer = frozenset(answer)
         self.request = conversation.turns[-1].user.lower() if conversation.turns else ""
         self.asked = list(dict.fromkeys(a for a in artists if occurs(a.lower(), self.request)))
+        self._asked = frozenset(a.lower() for a in self.asked)
 
     def violations(self, text: str, final: bool) -> list[Mention]:
         """Names ``text`` may not make; before the end only those a word boundary closes."""
@@ -79,7 +80,7 @@ class ReplyGuard:
         bad = self.violations(text, final)
         if bad:
             return bad
-        asked = {a.lower() for a in self.asked}
+        asked = self._asked
         for m in self.names.find(text):
             if m.end >= len(text) and not final:
                 break  # still being written
@@ -100,15 +101,33 @@ def repeats_ngram(ids: list[Any], tok: Any, n: int = NO_REPEAT_NGRAM) -> bool:
     return any(tuple(ids[i: i + n]) == gram for i in range(len(ids) - n + 1))
 
 
+def plain_words(text: str) -> list[str]:
+    """Lower-cased words with punctuation stripped (``"you'll"`` -> ``"youll"``)."""
+    return re.sub(r"[^\w\s]", "", text.lower()).split()
+
+
+def is_cut_off(text: str) -> bool:
+    """``is_cut_off("Here are some songs by.")`` -> True: the text is empty, has no sentence
+    end (., !, ?, … optionally followed by closing quotes, brackets or emoji), or ends on a
+    word no sentence ends with (``DANGLING``). The writer's rule and ``talkplay eval``'s."""
+    end = _END.search(text.strip())
+    if end is None:
+        return True
+    words = plain_words(text.strip()[: end.start()])
+    return not words or words[-1] in DANGLING
+
+
 def finish_sentence(text: str) -> str:
-    """``text`` ending as a sentence: words a phrase cannot end on dropped, a period added.
+    """``text`` ending as a sentence (``is_cut_off`` false): words a phrase cannot end on
+    dropped, a period added.
 
     ``finish_sentence("Here are some songs by")`` -> ``"Here are some songs."``
     """
     text = text.rstrip()
-    if not text or text[-1] in SENTENCE_END or text.endswith(CLOSERS):
+    if not text or not is_cut_off(text):
         return text
-    ws = text.split()
+    end = _END.search(text)  # "songs by." ends on a word no sentence ends with: drop its end too
+    ws = (text[: end.start()] if end else text).split()
     while ws and (ws[-1].lower().strip(_PUNCT) in DANGLING or not ws[-1].strip(_PUNCT)):
         ws.pop()
     text = " ".join(ws).rstrip(",;:-–—( ")
@@ -236,7 +255,7 @@ class ReplyWriter:
             return ""
         if self.guard:
             text = text[: self.guard.names.pending(text)].rstrip()
-        return text if text[-1:] in SENTENCE_END else text[: _phrase_end(text)]
+        return text if not is_cut_off(text) else text[: _phrase_end(text)]
 
 
 def _phrase_end(text: str) -> int:

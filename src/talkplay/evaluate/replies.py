@@ -30,13 +30,12 @@ figures can be read, not only trusted.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from talkplay.catalog import Catalog, Conversation
-from talkplay.engine.reply import DANGLING, ReplyGuard
+from talkplay.engine.reply import ReplyGuard, is_cut_off, plain_words
 from talkplay.errors import TalkPlayError
 from talkplay.evaluate.protocols import EvalCase
 from talkplay.log import get_logger, progress
@@ -46,31 +45,9 @@ log = get_logger(__name__)
 
 REPLY_K = 3  # tracks per answer, as in a chat
 
-# A sentence end, then optionally closing quotes/brackets and emoji, then nothing.
-_END = re.compile(r"[.!?…]+[\"'”’)\]»]*[\s\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]*$")
-# Words that cannot end a sentence ("songs by."). Not "like" or "for": "songs you might
-# like." and "what you were looking for." are whole sentences, and common replies.
-
-
-def _words(text: str) -> list[str]:
-    """Lower-cased words with punctuation stripped (``"you'll"`` -> ``"youll"``)."""
-    return re.sub(r"[^\w\s]", "", text.lower()).split()
-
-
-def is_cut_off(text: str) -> bool:
-    """``is_cut_off("Here are some songs by.")`` -> True: the reply is empty, has no sentence
-    end (., !, ?, … optionally followed by closing quotes, brackets or emoji), or ends on a
-    word no sentence ends with."""
-    end = _END.search(text.strip())
-    if end is None:
-        return True
-    words = _words(text.strip()[: end.start()])
-    return not words or words[-1] in DANGLING
-
-
 def repeats_trigram(text: str) -> bool:
     """``repeats_trigram("songs by songs by songs")`` -> True: some word trigram occurs twice."""
-    ws = _words(text)
+    ws = plain_words(text)
     grams = Counter(zip(ws, ws[1:], ws[2:], strict=False))
     return any(n > 1 for n in grams.values())
 

@@ -51,9 +51,15 @@ def exit_hidden(lm: Any, hidden_states: tuple[torch.Tensor, ...], layer: int | N
     return final_norm(lm)(hidden_states[layer])
 
 
+def layer_output(output: Any) -> torch.Tensor:
+    """A decoder layer's hidden states, from what its forward returns (a tensor, or a tuple
+    that starts with one in older transformers)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
 def _hook(module: Any, args: Any, output: Any) -> None:
     if getattr(_local, "target", None) is module:
-        _local.hidden = output[0] if isinstance(output, tuple) else output
+        _local.hidden = layer_output(output)
         raise _Stop
 
 

@@ -44,7 +44,7 @@ from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
 from talkplay.model import expand_vocab, load_base
 from talkplay.run import Run
 from talkplay.tracks.data import Example, collate, request_key
-from talkplay.tracks.exit import decoder_layers, is_early
+from talkplay.tracks.exit import decoder_layers, is_early, layer_output
 from talkplay.tracks.features import TrackFeatures, TrackSlots
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
@@ -102,7 +102,7 @@ def residual_norm(lm: Any, tok: Any, text: str = DEFAULT_SYSTEM, layer: int | No
     seen: dict[str, torch.Tensor] = {}
     if is_early(lm, layer):
         hook = decoder_layers(lm)[layer - 1].register_forward_hook(
-            lambda m, i, o: seen.__setitem__("x", o[0] if isinstance(o, tuple) else o))
+            lambda m, i, o: seen.__setitem__("x", layer_output(o)))
     else:
         hook = norm.register_forward_hook(lambda m, i, o: seen.__setitem__("x", i[0]))
     try:
