@@ -3,7 +3,8 @@
 ``rec = make_baseline("bm25"); rec.fit(run); rec.recommend(conversation, k=100, exclude=seen)``.
 Names: random, popularity, bm25 (query = the current user turn, the better mode on CPCD),
 bm25-all (query = every user turn so far),
-dense, cooccur, hybrid. ``BASELINES`` lists them in report order.
+dense, cooccur, hybrid, and untrained (the track network as training starts, without the
+LM: ``talkplay.baselines.untrained``). ``BASELINES`` lists them in report order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from talkplay.baselines.cooccur import CooccurRecommender, HybridRecommender
 from talkplay.baselines.dense import DenseRecommender
 from talkplay.baselines.lexical import BM25Recommender, track_document
 from talkplay.baselines.simple import PopularityRecommender, RandomRecommender
+from talkplay.baselines.untrained import UntrainedRecommender
 from talkplay.errors import InputError
 
 REGISTRY: dict[str, Callable[..., CatalogRecommender]] = {
@@ -26,6 +28,7 @@ REGISTRY: dict[str, Callable[..., CatalogRecommender]] = {
     "dense": DenseRecommender,
     "cooccur": CooccurRecommender,
     "hybrid": HybridRecommender,
+    "untrained": UntrainedRecommender,
 }
 BASELINES: tuple[str, ...] = tuple(REGISTRY)
 
@@ -40,4 +43,5 @@ def make_baseline(name: str, **kwargs: Any) -> CatalogRecommender:
 
 __all__ = ["BASELINES", "REGISTRY", "BM25Recommender", "CatalogRecommender", "CooccurRecommender",
            "DenseRecommender", "HybridRecommender", "PopularityRecommender", "RandomRecommender",
+           "UntrainedRecommender",
            "make_baseline", "seed_tracks", "top_k", "track_document", "user_text"]

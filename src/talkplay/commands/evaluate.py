@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
                                     help="TalkPlay also answers the last scored turn of up to N "
                                          "conversations; replies are scored for faithfulness, loops, "
                                          "cut-offs and fluency (0: none)."),
+        follow_ups: bool = typer.Option(True, "--follow-ups/--no-follow-ups",
+                                        help="The follow-up probe: every system after generic chit-chat "
+                                             "('thank you!', 'more please'), its echo rate and ranking."),
         no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
         name: str = typer.Option(None, "--name",
                                  help="Report name: writes RUN/eval/NAME.{json,md,png}. Default: the "
@@ -46,7 +49,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score baselines and TalkPlay side by side on held-out conversations (the run is not changed)."""
         from talkplay.evaluate import EvalConfig, evaluate_run
-        from talkplay.evaluate.report import rich_reply_table, rich_table
+        from talkplay.evaluate.report import rich_reply_table, rich_slices_tables, rich_table
         from talkplay.run import Run
 
         cfg = EvalConfig(
@@ -54,7 +57,7 @@ def register(app: typer.Typer) -> None:
             systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
             split=split, conversations=conversations, conversations_format=fmt, pool=pool,
             predictions_out=predictions_out, limit=limit, n_boot=n_boot, seed=seed,
-            leak_probe=leak_probe, plots=not no_plots, name=name, replies=replies,
+            leak_probe=leak_probe, plots=not no_plots, name=name, replies=replies, follow_ups=follow_ups,
         )
         result = evaluate_run(Run(run), cfg)
         if as_json:
@@ -69,6 +72,8 @@ def register(app: typer.Typer) -> None:
         console.print(rich_table(result))
         if any(s["cold"]["n_turns"] for s in result["systems"].values()):
             console.print(rich_table(result, part="cold"))
+        for table in rich_slices_tables(result):
+            console.print(table)
         replies_table = rich_reply_table(result)
         if replies_table is not None:
             console.print(replies_table)

@@ -81,6 +81,10 @@ def register(app: typer.Typer) -> None:
             d.net_lr, "--net-lr",
             help="content: learning rate of the track network (row and request projections, "
                  "head), as a fraction of --lr; 0 freezes it."),
+        anchor: float = typer.Option(
+            d.anchor, "--anchor",
+            help="content: pull the track network toward its initial weights (weight of its squared "
+                 "drift relative to their size; 0: none)."),
         words_gain: float = typer.Option(
             d.words_gain, "--words-gain",
             help="content: weight of the request's words beside its text embedding, at initialisation."),
@@ -109,7 +113,7 @@ def register(app: typer.Typer) -> None:
                           text_every=text_every,
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
                           cards_history=cards_history,
-                          words=words, net_lr=net_lr, context=context,
+                          words=words, net_lr=net_lr, anchor=anchor, context=context,
                           words_gain=words_gain, current=current)
         out = train_run(Run(run), cfg)
         if out.get("rank", 0) != 0:  # data-parallel replicas: only the main process reports

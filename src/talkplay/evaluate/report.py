@@ -189,6 +189,58 @@ def kind_rows(result: dict[str, Any], metric: str = "hit@10") -> tuple[list[str]
     return header, rows
 
 
+def turn_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-turn-kind table (``talkplay.evaluate.turns``): hit@10 and
+    mrr@100 on turns naming music, openings and follow-ups naming none."""
+    from talkplay.evaluate.turns import TURN_KINDS
+
+    with_turns = {n: s for n, s in result["systems"].items() if s.get("by_turn")}
+    if not with_turns:
+        return [], []
+    first = next(iter(with_turns.values()))["by_turn"]
+    kinds = [k for k in TURN_KINDS if k in first]
+    header = ["system", *[f"{k} ({first[k]['n_turns']}) {m}" for k in kinds for m in ("hit@10", "mrr@100")]]
+    rows = [[name, *[f"{s['by_turn'][k][m]:.3f}" if k in s["by_turn"] else "–"
+                     for k in kinds for m in ("hit@10", "mrr@100")]] for name, s in with_turns.items()]
+    return header, rows
+
+
+def probe_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the follow-up probe's table (``talkplay.evaluate.probe``)."""
+    probed = {n: s["follow_ups"] for n, s in result["systems"].items() if s.get("follow_ups", {}).get("n")}
+    if not probed:
+        return [], []
+    header = ["system", "echo rate", "go on hit@10", "go on mrr@100", "hit@10 with", "hit@10 without",
+              "mrr@100 with", "mrr@100 without"]
+    rows = [[name, f"{p['echo_rate']:.3f}", f"{p['go_on']['hit@10']:.3f}", f"{p['go_on']['mrr@100']:.3f}",
+             f"{p['with_follow_up']['hit@10']:.3f}", f"{p['without']['hit@10']:.3f}",
+             f"{p['with_follow_up']['mrr@100']:.3f}", f"{p['without']['mrr@100']:.3f}"]
+            for name, p in probed.items()]
+    return header, rows
+
+
+PROBE_NOTE = ("Generic follow-ups ('Thank you!', 'Yes, a couple more.', 'Something different now, please.') "
+              "after held-out turns. echo rate: share of the top 10, after a follow-up alone that names no "
+              "music, whose title or artists share a content word with it (a curator's is 0); go on: that "
+              "top 10 scored against what the curator brought next; with / without: the real request with "
+              "the follow-up before it, against the same turns without it.")
+
+
+def rich_slices_tables(result: dict[str, Any]) -> list[Table]:
+    """The per-turn-kind and follow-up probe tables for the terminal (those that apply)."""
+    out = []
+    header, rows = turn_rows(result)
+    if rows:
+        out.append(_table("By turn: the request names a catalog artist or title, opens the conversation "
+                          "naming none, or follows up naming none (turns in brackets; micro)", header, rows))
+    header, rows = probe_rows(result)
+    if rows:
+        n = next(s["follow_ups"] for s in result["systems"].values() if s.get("follow_ups", {}).get("n"))
+        out.append(_table(f"Follow-up probe ({n['n']} turns, {n['n_echo']} naming no music)", header, rows,
+                          caption=PROBE_NOTE))
+    return out
+
+
 def markdown_report(result: dict[str, Any]) -> str:
     """The whole report as Markdown: main, micro, cold and warm tables and the per-turn view."""
     conv, cat = result["conversations"], result["catalog"]
@@ -227,6 +279,13 @@ def markdown_report(result: dict[str, Any]) -> str:
     if rows:
         parts += ["## hit@10 by request kind (micro; turns scored in brackets)", "",
                   markdown_table(header, rows), ""]
+    header, rows = turn_rows(result)
+    if rows:
+        parts += ["## By turn: names a catalog artist or title, opening or follow-up naming none (micro; "
+                  "turns in brackets)", "", markdown_table(header, rows), ""]
+    header, rows = probe_rows(result)
+    if rows:
+        parts += ["## Follow-up probe", "", PROBE_NOTE, "", markdown_table(header, rows), ""]
     header, rows = reply_rows(result)
     if rows:
         parts += ["## Replies (last scored turn of each conversation)", "",

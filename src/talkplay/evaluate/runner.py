@@ -38,9 +38,11 @@ from talkplay.catalog import Catalog, Conversation, Track
 from talkplay.conversations import read_conversations
 from talkplay.errors import InputError
 from talkplay.evaluate.metrics import K_VALUES, ScoredTurn, aggregate, uniform_choice_metrics
+from talkplay.evaluate.probe import follow_up_probe
 from talkplay.evaluate.protocols import PROTOCOLS, EvalCase, clean_ranking, make_cases, score_case
 from talkplay.evaluate.replies import reply_report
 from talkplay.evaluate.report import write_report
+from talkplay.evaluate.turns import CatalogMentions, turn_kinds
 from talkplay.log import get_logger, progress
 from talkplay.recommender import Recommender
 from talkplay.run import Run
@@ -60,6 +62,7 @@ TALKPLAY = "talkplay"
 LEAK_PROBE = "leak-probe"
 CEILING = "ceiling"  # reference row for synthesized dialogs; see ceiling_turns
 DEFAULT_BASELINES = ("random", "popularity", "bm25", "bm25-all", "dense", "cooccur", "hybrid")
+UNTRAINED = "untrained"  # the track network as training starts; a default row once the run has embeddings
 
 
 @dataclass
@@ -73,7 +76,8 @@ class EvalConfig:
     the reference row that ranks test-only tracks first (not a system). ``replies``: TalkPlay
     also answers the last scored turn of up to this many conversations, and its replies are
     scored for faithfulness, variety, loops, cut-offs and fluency (``talkplay.evaluate.replies``;
-    0: ranking only).
+    0: ranking only). ``follow_ups``: the follow-up probe (``talkplay.evaluate.probe``: the echo
+    rate and ranking around generic chit-chat) for every system.
     """
 
     protocol: str = "cpcd"
@@ -88,6 +92,7 @@ class EvalConfig:
     limit: int | None = None
     leak_probe: bool = False
     replies: int = 60
+    follow_ups: bool = True
     write: bool = True
     plots: bool = True
     name: str | None = None
@@ -186,6 +191,8 @@ def require_tracks_in_catalog(run: Run, convs: list[Conversation], catalog: Cata
 
 def _system_factories(run: Run, cfg: EvalConfig) -> dict[str, Callable[[], Recommender]]:
     names = list(cfg.systems) if cfg.systems else list(DEFAULT_BASELINES)
+    if cfg.systems is None and any(run.embeddings_dir.glob("*.mask.npy")):
+        names.append(UNTRAINED)
     if cfg.systems is None and (run.model_dir / "config.json").exists():
         names.append(TALKPLAY)
     out: dict[str, Callable[[], Recommender]] = {}
@@ -288,11 +295,13 @@ def by_kind(scored: list[ScoredTurn], kinds: dict[tuple[str, int], str],
 
 
 def score_system(name: str, rec: Recommender, run: Run, cases: list[EvalCase], cold: set[str],
-                 cfg: EvalConfig, kinds: dict[tuple[str, int], str] | None = None
+                 cfg: EvalConfig, kinds: dict[tuple[str, int], str] | None = None,
+                 turns: dict[tuple[str, int], str] | None = None
                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Fit ``rec`` on ``run`` and rank every case -> (the system's report entry, its CPCD-format
     predictions). Turns are scored on all gold tracks, the cold ones and the warm ones, and,
-    given ``kinds`` (``request_kinds``), per request kind."""
+    given ``kinds`` (``request_kinds``), per request kind, and given ``turns``
+    (``talkplay.evaluate.turns.turn_kinds``), per turn kind (names music, opening, follow-up)."""
     t0 = time.perf_counter()
     rec.fit(run)
     fit_s = time.perf_counter() - t0
@@ -330,6 +339,8 @@ def score_system(name: str, rec: Recommender, run: Run, cases: list[EvalCase], c
     }
     if kinds:
         entry["by_kind"] = by_kind(scored, kinds)
+    if turns:
+        entry["by_turn"] = by_kind(scored, turns)
     log.info("%s: hit@10 %.3f, mrr@100 %.3f (fit %.1fs, predict %.1fs)", name,
              entry["all"]["macro"]["hit@10"], entry["all"]["macro"]["mrr@100"], fit_s, predict_s)
     return entry, preds
@@ -404,13 +415,17 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
         log.warning("%d gold track(s) are not in the catalog; no system can rank them", len(unknown_gold))
     sl = slices(catalog, split, convs)
     kinds = request_kinds(convs)
+    turns = turn_kinds(convs, CatalogMentions(catalog))
     name = cfg.name or cfg.protocol + (f"-{Path(cfg.conversations).stem}" if cfg.conversations else "")
     systems: dict[str, Any] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
     for sys_name, factory in factories.items():
         rec = factory()
         systems[sys_name], predictions[sys_name] = score_system(sys_name, rec, run, cases, sl.cold, cfg,
-                                                                kinds)
+                                                                kinds, turns)
+        if cfg.follow_ups and sys_name != LEAK_PROBE:
+            ranked = {p["docid"]: [n["docid"] for n in p["neighbor"]] for p in predictions[sys_name]}
+            systems[sys_name]["follow_ups"] = follow_up_probe(rec, cases, catalog, sys_name, ranked)
         if sys_name == TALKPLAY and cfg.replies:
             base = (fingerprint.model_meta(run) or {}).get("base_model")  # the untuned LM, for fluency
             systems[sys_name].update(reply_report(rec.engine, cases, catalog, cfg.replies,

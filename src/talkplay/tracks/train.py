@@ -226,6 +226,9 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     groups = [{"params": [p for p in params if id(p) not in net_params], "lr_scale": 1.0},
               {"params": [p for p in params if id(p) in net_params], "lr_scale": cfg.net_lr}]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=0.0)
+    anchored = list(groups[1]["params"]) if cfg.anchor else []
+    start = [p.detach().clone() for p in anchored]
+    start_size = sum(float((s ** 2).sum()) for s in start) or 1.0
     ckpt = run.checkpoints_dir / CHECKPOINT
     state = {"step": 0, "elapsed": 0.0, "epoch": 0, "cursor": 0, "tokens": 0}
     resumed = None
@@ -277,7 +280,11 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
             # with an early exit, only every text_every-th step runs the whole stack for the reply
             text_step = net.cfg.exit_layer is None or state["step"] % cfg.text_every == 0
             out = model(**batch, queries=queries, text_weight=cfg.text_weight if text_step else 0.0)
-            acc.backward(out["loss"])
+            loss = out["loss"]
+            if anchored:  # L2-SP: the drift from the start, relative to its size
+                loss = loss + cfg.anchor * sum(((p - s) ** 2).sum() for p, s in zip(
+                    anchored, start, strict=True)) / start_size
+            acc.backward(loss)
             acc.clip_grad_norm_(params, 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,142 @@
+"""The follow-up probe: what a system does when the user only says "thanks, more please".
+
+``report = follow_up_probe(rec, cases, catalog)`` for a fitted ``Recommender`` and the eval
+cases of held-out conversations. For every case after a conversation's first turn, one
+generic follow-up (``FOLLOW_UPS``, taken in turn) is tried two ways:
+
+- **alone**: the conversation so far, then the follow-up as the user's message instead of the
+  real one. The *echo rate* is the share of the top 10 whose title or artists share a
+  content word with a follow-up that names no music ("thank you!" -> "Thank You"); a curator
+  goes on from the playlist so far and echoes nothing. ``go_on`` scores the same top 10
+  against what the curator actually brought next.
+- **prefixed**: the real message with the follow-up before it ("Thanks, these are great.
+  Now some reggae from the 90s"), scored against the real answer beside the same turns
+  without it: chit-chat around a request should not change what it gets.
+
+Follow-ups "with names" name an artist of the answer before ("More like Bob Marley,
+please"); they are ranked but not counted in the echo rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from talkplay.catalog import Catalog, Conversation, Turn
+from talkplay.evaluate.metrics import turn_metrics
+from talkplay.evaluate.protocols import EvalCase, clean_ranking
+from talkplay.log import progress
+from talkplay.recommender import Recommender
+from talkplay.tracks.words import tokenize
+
+# (text, names music): "{artist}" is an artist of the conversation's previous answer
+FOLLOW_UPS: tuple[tuple[str, bool], ...] = (
+    ("Thank you!", False),
+    ("Thanks, these are great.", False),
+    ("I love it! More please.", False),
+    ("Yes, a couple more.", False),
+    ("I liked that. More in the same vein?", False),
+    ("Something different now, please.", False),
+    ("Perfect, keep them coming.", False),
+    ("Nice! What else have you got?", False),
+    ("Hmm, not really my thing. Can we try something else?", False),
+    ("Thanks! More like {artist}, please.", True),
+    ("Great, add a few more by {artist}.", True),
+)
+ECHO_DEPTH = 10
+METRICS = ("hit@10", "mrr@100")
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-case words of ``text`` without English stop words, plurals folded ("thanks" ->
+    "thank"), as the BM25 baseline and the words vectors tokenize."""
+    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in tokenize([text])[0]}
+
+
+@dataclass
+class ProbeCase:
+    """One case of the probe: the follow-up and the two conversations it is tried in."""
+
+    case: EvalCase
+    follow_up: str
+    names_music: bool
+    alone: Conversation
+    prefixed: Conversation
+
+
+def _previous_artist(case: EvalCase, catalog: Catalog) -> str | None:
+    for turn in reversed(case.context.turns[:-1]):
+        for tid in (*turn.liked, *turn.recommended):
+            if tid in catalog.index and catalog.get(tid).artists:
+                return catalog.get(tid).artists[0]
+    return None
+
+
+def probe_cases(cases: list[EvalCase], catalog: Catalog) -> list[ProbeCase]:
+    """One ``ProbeCase`` per case after a conversation's first turn (follow-ups in turn)."""
+    out = []
+    for case in cases:
+        turns = case.context.turns
+        if len(turns) < 2:
+            continue
+        text, named = FOLLOW_UPS[len(out) % len(FOLLOW_UPS)]
+        if named:
+            artist = _previous_artist(case, catalog)
+            if artist is None:  # nothing to name: the next follow-up that names nothing
+                text, named = FOLLOW_UPS[0]
+            else:
+                text = text.format(artist=artist)
+        last = turns[-1]
+
+        def ending(user: str, last: Turn = last) -> Conversation:
+            return replace(case.context, turns=[*turns[:-1], replace(last, user=user)])
+
+        out.append(ProbeCase(case, text, named, ending(text), ending(f"{text} {last.user}".strip())))
+    return out
+
+
+def _ranked(rec: Recommender, conversation: Conversation, case: EvalCase) -> list[str]:
+    got = rec.recommend(conversation, k=case.k, exclude=case.exclude)
+    return clean_ranking([t for t, _ in got], case.exclude)
+
+
+def echoes(track_ids: list[str], words: set[str], catalog: Catalog) -> float:
+    """Share of ``track_ids`` whose title or artists share a word with ``words``."""
+    if not track_ids:
+        return 0.0
+    hits = 0
+    for tid in track_ids:
+        tr = catalog.get(tid)
+        hits += bool(content_words(" ".join([tr.title, *tr.artists])) & words)
+    return hits / len(track_ids)
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {m: round(float(np.mean([r[m] for r in rows])), 4) if rows else 0.0 for m in METRICS}
+
+
+def follow_up_probe(rec: Recommender, cases: list[EvalCase], catalog: Catalog, name: str = "probe",
+                    ranked: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The probe's report for ``rec`` (see the module docstring); ``{"n": 0}`` without cases.
+    ``ranked``: the system's rankings of the unchanged cases by ``docid``, when already made."""
+    pcs = probe_cases(cases, catalog)
+    if not pcs:
+        return {"n": 0}
+    prefetch = getattr(rec, "prefetch", None)
+    if callable(prefetch):
+        prefetch([c for pc in pcs for c in (pc.alone, pc.prefixed)])
+    echo, go_on, with_f, without = [], [], [], []
+    for pc in progress(pcs, total=len(pcs), desc=f"{name} follow-ups"):
+        alone = _ranked(rec, pc.alone, pc.case)
+        if not pc.names_music:
+            echo.append(echoes(alone[:ECHO_DEPTH], content_words(pc.follow_up), catalog))
+        go_on.append(turn_metrics(alone, pc.case.gold))
+        with_f.append(turn_metrics(_ranked(rec, pc.prefixed, pc.case), pc.case.gold))
+        plain = (ranked or {}).get(pc.case.docid)
+        without.append(turn_metrics(plain if plain is not None else _ranked(rec, pc.case.context, pc.case),
+                                    pc.case.gold))
+    return {"n": len(pcs), "n_echo": len(echo),
+            "echo_rate": round(float(np.mean(echo)), 4) if echo else 0.0,
+            "go_on": _mean(go_on), "with_follow_up": _mean(with_f), "without": _mean(without)}
