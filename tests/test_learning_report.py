@@ -90,8 +90,8 @@ def encoded_run(tmp_path_factory):
 
 
 def test_the_untrained_start_is_a_row_of_every_report(encoded_run):
-    out = CliRunner().invoke(app, ["eval", str(encoded_run.path), "--protocol", "next-track", "--n-boot", "0", "--no-plots", "--replies", "0",
-                                   "--json"])
+    out = CliRunner().invoke(app, ["eval", str(encoded_run.path), "--protocol", "next-track", "--n-boot", "0",
+                                   "--no-plots", "--replies", "0", "--json"])
     assert out.exit_code == 0, out.output
     report = json.loads(out.stdout)
     assert "untrained" in report["systems"] and "talkplay" not in report["systems"]  # no model yet

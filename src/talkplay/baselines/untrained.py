@@ -34,8 +34,8 @@ DEFAULT_HIDDEN = 576
 
 def start_config(run: Run, features: TrackFeatures, query_dim: int) -> Any:
     """The ``TrackNetConfig`` training starts from: the run's model's, else the defaults'."""
-    from talkplay.train_config import TrainConfig
     from talkplay.tracks.network import TrackNetConfig
+    from talkplay.train_config import TrainConfig
 
     saved = run.model_dir / "tracks.json"
     if saved.exists():
@@ -62,8 +62,8 @@ class UntrainedRecommender(CatalogRecommender):
 
     def _fit(self, catalog: Catalog, train: list[Conversation], run: Run | None) -> None:
         from talkplay.encoders.text import TextEncoder
-        from talkplay.train_config import TrainConfig
         from talkplay.tracks.network import TrackNet
+        from talkplay.train_config import TrainConfig
 
         if run is None:
             raise InputError("the untrained start reads a run's embeddings; fit it with fit(run)",

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from talkplay.catalog import Catalog, Conversation, Turn
+from talkplay.catalog import Catalog, Conversation
 from talkplay.evaluate.metrics import turn_metrics
 from talkplay.evaluate.protocols import EvalCase, clean_ranking
 from talkplay.log import progress
@@ -88,13 +88,16 @@ def probe_cases(cases: list[EvalCase], catalog: Catalog) -> list[ProbeCase]:
                 text, named = FOLLOW_UPS[0]
             else:
                 text = text.format(artist=artist)
-        last = turns[-1]
-
-        def ending(user: str, last: Turn = last) -> Conversation:
-            return replace(case.context, turns=[*turns[:-1], replace(last, user=user)])
-
-        out.append(ProbeCase(case, text, named, ending(text), ending(f"{text} {last.user}".strip())))
+        real = turns[-1].user
+        out.append(ProbeCase(case, text, named, _ending(case.context, text),
+                             _ending(case.context, f"{text} {real}".strip())))
     return out
+
+
+def _ending(conversation: Conversation, user: str) -> Conversation:
+    """``conversation`` with its last user message replaced by ``user``."""
+    turns = conversation.turns
+    return replace(conversation, turns=[*turns[:-1], replace(turns[-1], user=user)])
 
 
 def _ranked(rec: Recommender, conversation: Conversation, case: EvalCase) -> list[str]:
