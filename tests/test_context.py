@@ -78,3 +78,26 @@ def test_the_turns_own_message_outweighs_the_earlier_ones_by_a_learnt_gain():
     assert net.scores(net.query(request), rows).argmax().item() == 3
     plain, _ = net_and_rows()  # a net without the gain reads only the whole conversation
     assert plain.request_dim == 16 + 16 + 16 and plain.current_gain is None
+
+
+@torch.no_grad()
+def test_a_current_gate_weighs_each_message_by_what_it_says():
+    cfg = TrackNetConfig(dims={"metadata": 16, WORDS: 16}, hidden=24, query_dim=16,
+                         text_modalities=["metadata", WORDS], unit_query=True, context=1.0, current=2.0)
+    plain = TrackNet.create(cfg)
+    gated = TrackNet.create(TrackNetConfig(**{**cfg.to_dict(), "current_gate": True}))
+    gen = torch.Generator().manual_seed(1)
+    chat, ask = (torch.randn(1, plain.request_dim, generator=gen) for _ in range(2))
+    own = slice(32, 48)  # the turn's own text embedding in the request
+    e = chat[0, own] / chat[0, own].norm()
+    ask[0, own] -= (ask[0, own] @ e) * e  # a message unlike the chit-chat
+    # from zero the gate changes nothing: the gated net starts where the plain one does
+    for q in (chat, ask):
+        assert torch.allclose(gated.query(q), plain.query(q))
+    gated.current_gate.weight.copy_(-e[None])  # learnt: messages like this one weigh less
+
+    def own_part(net: TrackNet, q: torch.Tensor) -> torch.Tensor:  # the query minus all turns' part
+        return net.query(q) - net._text(q[..., :32]) * net.cfg.inject_gain * net.cfg.row_norm
+
+    assert own_part(gated, chat).norm() < 1e-3 * own_part(plain, chat).norm()
+    assert torch.allclose(gated.query(ask), plain.query(ask))  # another message keeps its weight

@@ -87,6 +87,9 @@ class TrainConfig:
     # at initialisation, through a learnt gain; 0: none. CPCD: 0.5 best of 0-2; the demo, whose
     # requests name what they want turn by turn, uses 2 (BENCHMARKS.md, "Current turn")
     current: float = 0.5
+    # content: the current gain read from the turn's own message (a learnt linear map of its
+    # text embedding), not one gain for every message (talkplay.tracks.network)
+    current_gate: bool = False
 
     def validate(self) -> None:
         checks = [

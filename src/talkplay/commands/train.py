@@ -81,6 +81,10 @@ def register(app: typer.Typer) -> None:
             d.net_lr, "--net-lr",
             help="content: learning rate of the track network (row and request projections, "
                  "head), as a fraction of --lr; 0 freezes it."),
+        current_gate: bool = typer.Option(
+            d.current_gate, "--current-gate/--no-current-gate",
+            help="content: the turn's own message weighs what its text embedding says (learnt), "
+                 "not one weight for every message."),
         anchor: float = typer.Option(
             d.anchor, "--anchor",
             help="content: pull the track network toward its initial weights (weight of its squared "
@@ -113,7 +117,8 @@ def register(app: typer.Typer) -> None:
                           text_every=text_every,
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
                           cards_history=cards_history,
-                          words=words, net_lr=net_lr, anchor=anchor, context=context,
+                          words=words, net_lr=net_lr, anchor=anchor, current_gate=current_gate,
+                          context=context,
                           words_gain=words_gain, current=current)
         out = train_run(Run(run), cfg)
         if out.get("rank", 0) != 0:  # data-parallel replicas: only the main process reports

@@ -63,6 +63,11 @@ class TrackNetConfig:
     # One network, two exits: ranking keeps the early layer that ranked best on CPCD while
     # the reply keeps all the pretrained language (BENCHMARKS.md, "Replies that talk")
     exit_layer: int | None = None
+    # the current gain read from the turn's own message (its text embedding, through a learnt
+    # linear map from zero): training can weigh a message that names music above chit-chat
+    # ("thank you!", whose words a title can echo). False: one gain for every message, as
+    # nets saved before. BENCHMARKS.md, "Learning beyond the start"
+    current_gate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +106,8 @@ class TrackNet(nn.Module):
         # the turn's own message through the same projections as the request, times a learnt
         # gain cfg.current * exp(GAIN_SCALE * current_gain), from zero
         self.current_gain = nn.Parameter(torch.zeros(())) if cfg.current else None
+        self.current_gate = (nn.Linear(cfg.query_dim, 1, bias=False)
+                             if cfg.current and cfg.current_gate else None)
         self.readout = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
 
@@ -133,6 +140,8 @@ class TrackNet(nn.Module):
             if net.context_gate is not None:  # open at 1 (2 sigmoid(0)) until training says otherwise
                 net.context_gate.weight.zero_()
                 net.context_gate.bias.zero_()
+            if net.current_gate is not None:  # every message at cfg.current until training says otherwise
+                net.current_gate.weight.zero_()
         return net
 
     def rows(self, arrays: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -179,7 +188,10 @@ class TrackNet(nn.Module):
         d, w = self.cfg.query_dim, self.words_dim
         out = self._text(q[..., : d + w])
         if self.current_gain is not None:
-            gain = self.cfg.current * torch.exp(GAIN_SCALE * self.current_gain)
+            logit = self.current_gain
+            if self.current_gate is not None:
+                logit = logit + self.current_gate(q[..., d + w: 2 * d + w])
+            gain = self.cfg.current * torch.exp(GAIN_SCALE * logit)
             out = out + gain * self._text(q[..., d + w:])
         if context is not None and self.context_in is not None:
             c = self.context_in(context.to(out.dtype))

@@ -128,7 +128,8 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures, encoder: Any = None) -
     ncfg = TrackNetConfig(dims=feats.dims, hidden=lm.config.hidden_size, query_dim=query_dim,
                           text_modalities=feats.text_modalities, row_norm=row_norm,
                           inject_gain=gain, seed=cfg.seed, unit_query=True, context=cfg.context,
-                          words_gain=cfg.words_gain, current=cfg.current, exit_layer=exit_layer)
+                          words_gain=cfg.words_gain, current=cfg.current, exit_layer=exit_layer,
+                          current_gate=cfg.current_gate)
     net = TrackNet.create(ncfg)
     if cfg.lora:
         lm = add_lora(lm, cfg, new_ids)
@@ -219,6 +220,7 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     net = model.net
     gate = list(net.context_gate.parameters()) if net.context_gate is not None else []
     gain = [net.current_gain] if net.current_gain is not None else []
+    gain += list(net.current_gate.parameters()) if net.current_gate is not None else []
     net_params = {id(p) for p in net.parameters()} - {id(p) for p in gate + gain}
     # the track network starts where the text encoder already ranks well (BENCHMARKS.md,
     # "Words"); at the LM's LoRA rate its row projections drift toward the few training
