@@ -90,6 +90,28 @@ def test_time_budget_and_resume(tmp_path):
     assert json.loads((run.path / "train" / "log.jsonl").read_text().splitlines()[0])["step"] == 1
 
 
+def test_resume_continues_with_the_losses_of_the_uninterrupted_run(tmp_path):
+    import time
+
+    from talkplay.tracks.train import CHECKPOINT, _save_checkpoint, prepare, step
+
+    cfg = TrainConfig(**{**TINY, "batch_size": 4, "modality_dropout": 0.5}, max_steps=6)
+    full_run = build_synth_run(tmp_path / "full", n_train=48)
+    train_run(full_run, cfg)
+    full = [json.loads(x)["loss"] for x in (full_run.path / "train" / "log.jsonl").read_text().splitlines()]
+    # the same training stopped after its third step, as an interruption leaves it
+    run = build_synth_run(tmp_path / "cut", n_train=48)
+    s = prepare(run, cfg)
+    t0 = time.perf_counter()
+    first = [step(s, t0)["loss"] for _ in range(3)]
+    _save_checkpoint(run.checkpoints_dir / CHECKPOINT, s.acc.unwrap_model(s.model), s.opt, s.state)
+    again = train_run(run, TrainConfig(**{**TINY, "batch_size": 4, "modality_dropout": 0.5}, max_steps=6,
+                                       resume=True))
+    assert again["resumed_from"] and again["steps"] == 6
+    rest = [json.loads(x)["loss"] for x in (run.path / "train" / "log.jsonl").read_text().splitlines()]
+    assert first + rest == pytest.approx(full, rel=1e-5, abs=1e-6)
+
+
 def test_track_without_content_gets_a_row_and_one_warning(tmp_path, caplog):
     run = build_synth_run(tmp_path / "run", n_train=48)
     for m in ("tags", "metadata"):

@@ -1,4 +1,5 @@
-"""Train the content-grounded model end to end: ``train_content(run, TrainConfig(...))``.
+"""Train the content-grounded model end to end: ``train_content(run, TrainConfig(...))``, which
+is ``s = prepare(run, cfg)``, ``step(s, t0)`` until done, ``finish(s)``.
 
 LM (LoRA or full), the track-row network and the query projection learn from one loss:
 the reply text's cross-entropy plus each recommended track's cross-entropy over the whole
@@ -17,7 +18,7 @@ import hashlib
 import random
 import resource
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,10 @@ def _trainable_state(model: ContentModel) -> dict[str, torch.Tensor]:
 
 def _save_checkpoint(path: Path, model: ContentModel, opt: torch.optim.Optimizer,
                      state: dict[str, Any]) -> None:
-    payload = {"weights": _trainable_state(model), "optimizer": opt.state_dict(), "state": state}
+    # the RNG too: modality dropout draws from it, and a resumed run must draw what the
+    # uninterrupted one would have
+    payload = {"weights": _trainable_state(model), "optimizer": opt.state_dict(), "state": state,
+               "rng": torch.get_rng_state()}
     write_atomic(path, lambda p: torch.save(payload, p), suffix=".pt")
 
 
@@ -174,18 +178,75 @@ def _accelerator() -> Any:
     return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
 
 
-def train_content(run: Run, cfg: Any) -> dict[str, Any]:
-    """Train on ``run``'s dialogs and write ``run/model``; returns a summary dict.
+@dataclass
+class Session:
+    """One training between its steps: what ``prepare`` builds, ``step`` advances and
+    ``finish`` saves. ``state`` (step, elapsed, epoch, cursor, tokens) is what a checkpoint
+    keeps besides the weights and the optimiser."""
 
-    Several processes (``torchrun --nproc_per_node N -m talkplay.cli train RUN``) each take
-    every N-th batch; gradients are averaged, and the time budget stops all of them at once.
-    """
-    t_start = time.perf_counter()
+    run: Run
+    cfg: Any
+    acc: Any
+    model: ContentModel
+    tok: Any
+    feats: TrackFeatures
+    examples: list[Example]
+    query_index: dict[Any, int]
+    queries: torch.Tensor
+    opt: torch.optim.Optimizer
+    params: list[torch.Tensor]
+    info: dict[str, Any]
+    reply_tracks: int
+    total_steps: int
+    per_epoch: int
+    state: dict[str, Any]
+    resumed: str | None = None
+    anchored: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    anchor_size: float = 1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_text: float = float("nan")  # the reply-text loss of the last step that had one
+    batches: list[list[int]] = field(default_factory=list)
+
+    @property
+    def budget_s(self) -> float | None:
+        return self.cfg.time_budget * 60 if self.cfg.time_budget else None
+
+    def epoch_order(self, epoch: int) -> list[list[int]]:
+        """The batches of ``epoch``; every process gets as many."""
+        world = self.acc.num_processes
+        order = random.Random(f"{self.cfg.seed}:{epoch}")
+        batches = length_batches(self.examples, self.cfg.batch_size, order)
+        return batches[: len(batches) // world * world] or batches
+
+
+def _optimizer(model: ContentModel, cfg: Any) -> tuple[torch.optim.Optimizer, list[torch.Tensor],
+                                                        list[torch.Tensor]]:
+    """AdamW over the trainable parameters -> (optimiser, those parameters, the track
+    network's own, which learn at ``cfg.net_lr`` times the rate and ``--anchor`` holds)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    # the gates start at zero with nothing to keep and the current gain is one number: they
+    # learn at the full rate
+    net = model.net
+    fast = [*(net.context_gate.parameters() if net.context_gate is not None else []),
+            *([net.current_gain] if net.current_gain is not None else []),
+            *(net.current_gate.parameters() if net.current_gate is not None else [])]
+    net_params = {id(p) for p in net.parameters()} - {id(p) for p in fast}
+    # the track network starts where the text encoder already ranks well (BENCHMARKS.md,
+    # "Words"); at the LM's LoRA rate its row projections drift toward the few training
+    # targets and cold tracks pay, so it learns at cfg.net_lr times that rate.
+    groups = [{"params": [p for p in params if id(p) not in net_params], "lr_scale": 1.0},
+              {"params": [p for p in params if id(p) in net_params], "lr_scale": cfg.net_lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=0.0)
+    return opt, params, groups[1]["params"]
+
+
+def prepare(run: Run, cfg: Any) -> Session:
+    """Everything a training needs before its first step: data, model, optimiser, and the
+    checkpoint's weights and state when ``cfg.resume`` finds one."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     acc = _accelerator()
-    world, rank = acc.num_processes, acc.process_index
     feats = TrackFeatures.from_run(run, modalities=cfg.modalities.split(",") if cfg.modalities else None,
                                    words=cfg.words)
     if not feats.arrays:
@@ -204,138 +265,156 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     per_turn = [n for c in convs for t in c.turns if (n := len(turn_tracks(t, slots, rcfg)))]
     reply_tracks = int(np.median(per_turn)) if per_turn else 1
     keys = list(dict.fromkeys(request_key(o) for e in examples for o in e.opens))
-    query_index = {k: i for i, k in enumerate(keys)}
     texts = [t for t, _ in keys]
     own = [c for _, c in keys]
     with acc.main_process_first():  # the main process encodes and caches; the others read the cache
         current = encode_queries(run, own, encoder) if model.net.reads_current else None
         queries = torch.from_numpy(feats.requests(encode_queries(run, texts, encoder), texts, current,
                                                   own if model.net.current_gain is not None else None))
-    device = acc.device
-    queries = queries.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    trainable = sum(p.numel() for p in params)
-    # the context gate starts at zero with nothing to keep and the current gain is one number:
-    # both learn at the full rate
-    net = model.net
-    gate = list(net.context_gate.parameters()) if net.context_gate is not None else []
-    gain = [net.current_gain] if net.current_gain is not None else []
-    gain += list(net.current_gate.parameters()) if net.current_gate is not None else []
-    net_params = {id(p) for p in net.parameters()} - {id(p) for p in gate + gain}
-    # the track network starts where the text encoder already ranks well (BENCHMARKS.md,
-    # "Words"); at the LM's LoRA rate its row projections drift toward the few training
-    # targets and cold tracks pay, so it learns at cfg.net_lr times that rate.
-    groups = [{"params": [p for p in params if id(p) not in net_params], "lr_scale": 1.0},
-              {"params": [p for p in params if id(p) in net_params], "lr_scale": cfg.net_lr}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=0.0)
-    anchored = list(groups[1]["params"]) if cfg.anchor else []
-    start = [p.detach().clone() for p in anchored]
-    start_size = sum(float((s ** 2).sum()) for s in start) or 1.0
-    ckpt = run.checkpoints_dir / CHECKPOINT
+    opt, params, net_params = _optimizer(model, cfg)
+    anchored = [(p, p.detach().clone()) for p in net_params] if cfg.anchor else []
     state = {"step": 0, "elapsed": 0.0, "epoch": 0, "cursor": 0, "tokens": 0}
+    ckpt = run.checkpoints_dir / CHECKPOINT
     resumed = None
     if cfg.resume and ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         model.load_state_dict(saved["weights"], strict=False)
         opt.load_state_dict(saved["optimizer"])
         state = saved["state"]
+        if "rng" in saved:
+            torch.set_rng_state(saved["rng"])
         resumed = str(ckpt)
         log.info("resuming from %s at step %d (%.0f s spent)", ckpt, state["step"], state["elapsed"])
     elif cfg.resume:
         log.warning("--resume: no checkpoint at %s; starting from the beginning", ckpt)
     model, opt = acc.prepare(model, opt)
-    per_epoch = max(1, len(examples) // (cfg.batch_size * world))
+    per_epoch = max(1, len(examples) // (cfg.batch_size * acc.num_processes))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * per_epoch))
-    budget_s = cfg.time_budget * 60 if cfg.time_budget else None
-    warmup = max(1, int(cfg.warmup_ratio * total_steps))
-    n_tokens = sum(len(e.input_ids) for e in examples)
+    s = Session(run=run, cfg=cfg, acc=acc, model=model, tok=tok, feats=feats, examples=examples,
+                query_index={k: i for i, k in enumerate(keys)}, queries=queries.to(acc.device), opt=opt,
+                params=params, info=info, reply_tracks=reply_tracks, total_steps=total_steps,
+                per_epoch=per_epoch, state=state, resumed=resumed, anchored=anchored,
+                anchor_size=sum(float((p0 ** 2).sum()) for _, p0 in anchored) or 1.0)
+    s.batches = s.epoch_order(state["epoch"])
+    return s
+
+
+def step(s: Session, t_loop: float) -> dict[str, Any]:
+    """One optimiser step on the next batch (``t_loop``: when the loop's clock started, less
+    the time spent before a resume) -> the step's log record."""
+    cfg, acc, state, net = s.cfg, s.acc, s.state, s.acc.unwrap_model(s.model).net
+    world, rank = acc.num_processes, acc.process_index
+    if state["cursor"] + world > len(s.batches):
+        state["epoch"] += 1
+        state["cursor"] = 0
+        s.batches = s.epoch_order(state["epoch"])
+    picked = [s.examples[i] for i in s.batches[min(state["cursor"] + rank, len(s.batches) - 1)]]
+    batch = {k: v.to(acc.device) for k, v in collate(picked, s.tok.pad_token_id, s.query_index).items()}
+    state["cursor"] += world
+    elapsed = shared_clock(acc, time.perf_counter() - t_loop)
+    budget_s = s.budget_s
+    done = max(state["step"] / s.total_steps, elapsed / budget_s if budget_s else 0.0)
+    warmup = max(1, int(cfg.warmup_ratio * s.total_steps))
+    lr = cfg.lr * min(1.0, (state["step"] + 1) / warmup) * max(0.0, 1.0 - done)
+    for g in s.opt.param_groups:
+        g["lr"] = lr * g["lr_scale"]
+    # with an early exit, only every text_every-th step runs the whole stack for the reply
+    text_step = net.cfg.exit_layer is None or state["step"] % cfg.text_every == 0
+    out = s.model(**batch, queries=s.queries, text_weight=cfg.text_weight if text_step else 0.0)
+    loss = out["loss"]
+    if s.anchored:  # L2-SP: the track network's drift from its start, relative to its size
+        loss = loss + cfg.anchor * sum(((p - p0) ** 2).sum() for p, p0 in s.anchored) / s.anchor_size
+    acc.backward(loss)
+    acc.clip_grad_norm_(s.params, 1.0)
+    s.opt.step()
+    s.opt.zero_grad(set_to_none=True)
+    state["step"] += 1
+    state["tokens"] += int((batch["input_ids"] != s.tok.pad_token_id).sum()) * world
+    state["elapsed"] = time.perf_counter() - t_loop
+    if text_step:
+        s.last_text = round(float(out["text_loss"]), 4)
+    rec = {"step": state["step"], "loss": round(float(out["loss"].detach()), 4),
+           "text_loss": s.last_text if text_step else None,
+           "track_loss": round(float(out["track_loss"]), 4), "lr": lr,
+           "seconds": round(state["elapsed"], 1)}
+    s.history.append(rec)
+    return rec
+
+
+def train_content(run: Run, cfg: Any) -> dict[str, Any]:
+    """Train on ``run``'s dialogs and write ``run/model``; returns a summary dict.
+
+    Several processes (``torchrun --nproc_per_node N -m talkplay.cli train RUN``) each take
+    every N-th batch; gradients are averaged, and the time budget stops all of them at once.
+    """
+    t_start = time.perf_counter()
+    s = prepare(run, cfg)
+    acc, state = s.acc, s.state
     log.info("training %s (content-grounded tracks) on %d conversations (%s tokens), %s trainable "
-             "parameters%s%s", cfg.base_model, len(examples), f"{n_tokens:,}", f"{trainable:,}",
-             " (LoRA)" if cfg.lora else "", f", time budget {cfg.time_budget:g} min" if budget_s else "")
-    history: list[dict[str, Any]] = []
-    model.train()
-
-    def epoch_order(epoch: int) -> list[list[int]]:
-        batches = length_batches(examples, cfg.batch_size, random.Random(f"{cfg.seed}:{epoch}"))
-        return batches[: len(batches) // world * world] or batches  # every process gets as many
-
-    epoch_batches = epoch_order(state["epoch"])
+             "parameters%s%s", cfg.base_model, len(s.examples), f"{_tokens(s):,}",
+             f"{sum(p.numel() for p in s.params):,}", " (LoRA)" if cfg.lora else "",
+             f", time budget {cfg.time_budget:g} min" if s.budget_s else "")
+    s.model.train()
     t_loop = time.perf_counter() - state["elapsed"]
-    last_text = float("nan")  # the reply-text loss of the last step that had one
-    bar = ProgressBar(total=total_steps, desc="train") if acc.is_main_process else None
+    bar = ProgressBar(total=s.total_steps, desc="train") if acc.is_main_process else None
     with bar or contextlib.nullcontext():
         if bar:
             bar.update(state["step"])
-        while state["step"] < total_steps:
-            if state["cursor"] + world > len(epoch_batches):
-                state["epoch"] += 1
-                state["cursor"] = 0
-                epoch_batches = epoch_order(state["epoch"])
-            picked = [examples[i] for i in epoch_batches[min(state["cursor"] + rank, len(epoch_batches) - 1)]]
-            batch = {k: v.to(device) for k, v in collate(picked, tok.pad_token_id, query_index).items()}
-            state["cursor"] += world
-            elapsed = shared_clock(acc, time.perf_counter() - t_loop)
-            done = max(state["step"] / total_steps, elapsed / budget_s if budget_s else 0.0)
-            lr = cfg.lr * min(1.0, (state["step"] + 1) / warmup) * max(0.0, 1.0 - done)
-            for g in opt.param_groups:
-                g["lr"] = lr * g["lr_scale"]
-            # with an early exit, only every text_every-th step runs the whole stack for the reply
-            text_step = net.cfg.exit_layer is None or state["step"] % cfg.text_every == 0
-            out = model(**batch, queries=queries, text_weight=cfg.text_weight if text_step else 0.0)
-            loss = out["loss"]
-            if anchored:  # L2-SP: the drift from the start, relative to its size
-                loss = loss + cfg.anchor * sum(((p - s) ** 2).sum() for p, s in zip(
-                    anchored, start, strict=True)) / start_size
-            acc.backward(loss)
-            acc.clip_grad_norm_(params, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            state["step"] += 1
-            state["tokens"] += int((batch["input_ids"] != tok.pad_token_id).sum()) * world
-            state["elapsed"] = time.perf_counter() - t_loop
-            if text_step:
-                last_text = round(float(out["text_loss"]), 4)
-            rec = {"step": state["step"], "loss": round(float(out["loss"].detach()), 4),
-                   "text_loss": last_text if text_step else None,
-                   "track_loss": round(float(out["track_loss"]), 4), "lr": lr,
-                   "seconds": round(state["elapsed"], 1)}
-            history.append(rec)
+        while state["step"] < s.total_steps:
+            rec = step(s, t_loop)
             rate = state["tokens"] / max(state["elapsed"], 1e-9)
             if bar:
-                bar.update(1, status=f"text {last_text:.2f} · tracks {rec['track_loss']:.2f} · "
+                bar.update(1, status=f"text {s.last_text:.2f} · tracks {rec['track_loss']:.2f} · "
                                      f"{rate:,.0f} tok/s")
             if acc.is_main_process and state["step"] % 25 == 0:  # a line in logs too, where no bar is drawn
                 log.info("step %d: text loss %.3f, track loss %.3f, %.0f tokens/s, %.0f s", state["step"],
-                         last_text, rec["track_loss"], rate, state["elapsed"])
+                         s.last_text, rec["track_loss"], rate, state["elapsed"])
             if state["step"] % cfg.save_every == 0 and acc.is_main_process:
-                _save_checkpoint(ckpt, acc.unwrap_model(model), opt, state)
+                _save_checkpoint(run.checkpoints_dir / CHECKPOINT, acc.unwrap_model(s.model), s.opt, state)
             # rank 0's clock decides for all: every process stops at the same step (or the
             # others would wait forever) and uses the same learning rate (or replicas drift)
-            if budget_s and shared_clock(acc, state["elapsed"]) >= budget_s:
+            if s.budget_s and shared_clock(acc, state["elapsed"]) >= s.budget_s:
                 log.info("time budget of %g min reached after %d steps", cfg.time_budget, state["step"])
                 break
+    summary = finish(s)
+    if acc.is_main_process:
+        summary["seconds"] = round(time.perf_counter() - t_start, 1)
+        run.record("train", summary)
+    return summary
+
+
+def _tokens(s: Session) -> int:
+    return sum(len(e.input_ids) for e in s.examples)
+
+
+def finish(s: Session) -> dict[str, Any]:
+    """The summary of a finished (or budget-stopped) training; the main process also writes
+    ``run/model``, the log and the loss plot."""
+    cfg, acc, state, run = s.cfg, s.acc, s.state, s.run
+    world, rank = acc.num_processes, acc.process_index
     train_s = state["elapsed"]
-    model = acc.unwrap_model(model)
+    model = acc.unwrap_model(s.model)
     model.eval()
+    history = s.history
     summary: dict[str, Any] = {
         "config": asdict(cfg),
         "track_repr": "content",
         "steps": state["step"],
-        "epochs": round(state["step"] / per_epoch, 3),
-        "conversations": len(examples),
-        "dataset_tokens": n_tokens,
+        "epochs": round(state["step"] / s.per_epoch, 3),
+        "conversations": len(s.examples),
+        "dataset_tokens": _tokens(s),
         "tokens_seen": state["tokens"],
         "tokens_per_s": round(state["tokens"] / max(train_s, 1e-9), 1),
         "train_seconds": round(train_s, 1),
         "first_loss": history[0]["loss"] if history else None,
         "final_loss": float(np.mean([h["loss"] for h in history[-10:]])) if history else None,
         "final_track_loss": float(np.mean([h["track_loss"] for h in history[-10:]])) if history else None,
-        "trainable_parameters": trainable,
+        "trainable_parameters": sum(p.numel() for p in s.params),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        "kept_layers": info["kept_layers"],
-        "resumed_from": resumed,
+        "kept_layers": s.info["kept_layers"],
+        "resumed_from": s.resumed,
         "model_dir": str(run.model_dir),
-        "features": feats.fingerprint(),
+        "features": s.feats.fingerprint(),
         "world_size": world,
         "rank": rank,
     }
@@ -346,17 +425,15 @@ def train_content(run: Run, cfg: Any) -> dict[str, Any]:
     if not acc.is_main_process:
         return summary
     model.to("cpu")
-    save_content_model(model, tok, run.model_dir, {
+    save_content_model(model, s.tok, run.model_dir, {
         "track_repr": "content", "base_model": cfg.base_model, "init": cfg.init, "lora": cfg.lora,
-        "kept_layers": info["kept_layers"], "exit_layer": model.net.cfg.exit_layer, "steps": state["step"],
-        "text_model": feats.text_model,
-        "features": feats.fingerprint(), "n_tracks": len(feats.ids), "max_length": cfg.max_length,
-        "reply_tracks": reply_tracks, "cards": cfg.cards,
+        "kept_layers": s.info["kept_layers"], "exit_layer": model.net.cfg.exit_layer, "steps": state["step"],
+        "text_model": s.feats.text_model,
+        "features": s.feats.fingerprint(), "n_tracks": len(s.feats.ids), "max_length": cfg.max_length,
+        "reply_tracks": s.reply_tracks, "cards": cfg.cards,
         "cards_history": cfg.cards_history,
-        **fingerprint.model_record(run, modalities=list(feats.arrays))})
+        **fingerprint.model_record(run, modalities=list(s.feats.arrays))})
     write_jsonl_atomic(train_dir / "log.jsonl", history)
     plot_loss(history, train_dir / "loss.png")
-    summary["seconds"] = round(time.perf_counter() - t_start, 1)
     summary["loss_plot"] = str(train_dir / "loss.png")
-    run.record("train", summary)
     return summary
