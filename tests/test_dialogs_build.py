@@ -340,3 +340,24 @@ def test_turns_record_how_many_tracks_fit_and_eval_reports_that_ceiling(run):
     assert ceiling["all"]["micro"]["hit@10"] == pytest.approx(expected)
     assert 0 < expected < 1 and result["systems"]["bm25"]["all"]["micro"]["hit@10"] <= 1
     assert "ceiling (not a system)" in (run.eval_dir / "next-track.md").read_text()
+
+
+def test_follow_ups_replace_a_later_request_by_chit_chat_and_keep_the_curators_answer():
+    from talkplay.catalog import Conversation, Turn
+    from talkplay.dialogs.build import FOLLOW_UP_TEMPLATES, DialogsConfig, follow_up_conversations
+
+    conv = Conversation(id="c", turns=[Turn(user="reggae from the 90s", recommended=["a"]),
+                                       Turn(user="add some Bob Marley", recommended=["b", "c"],
+                                            assistant="Sure."),
+                                       Turn(user="and Majek Fashek", recommended=["d"])])
+    short = Conversation(id="s", turns=[Turn(user="jazz", recommended=["x"])])
+    out = follow_up_conversations([conv, short], DialogsConfig())
+    assert len(out) == 1  # one turn has no later request to replace
+    got = out[0]
+    assert got.id == "c-follow-up" and got.source == "follow-up"
+    last = got.turns[-1]
+    assert last.user in FOLLOW_UP_TEMPLATES and last.extra["kind"] == "follow-up"
+    real = conv.turns[len(got.turns) - 1]
+    assert (last.recommended, last.assistant) == (real.recommended, real.assistant)
+    assert got.turns[:-1] == conv.turns[: len(got.turns) - 1]  # what came before is unchanged
+    assert follow_up_conversations([conv], DialogsConfig()) == out  # seeded

@@ -105,3 +105,11 @@ def test_the_untrained_start_is_a_row_of_every_report(encoded_run):
     rec.fit(encoded_run)
     top = rec.recommend(Conversation(id="q", turns=[Turn(user="Redemption Song by Bob Marley")]), k=2)
     assert top[0][0] == "s4"
+
+
+def test_training_chit_chat_shares_no_content_word_with_the_probe():
+    from talkplay.dialogs.build import FOLLOW_UP_TEMPLATES
+
+    taught = set().union(*(content_words(t) for t in FOLLOW_UP_TEMPLATES))
+    probed = set().union(*(content_words(t) for t, _ in FOLLOW_UPS))
+    assert taught and probed and not taught & probed

@@ -63,6 +63,10 @@ def register(app: typer.Typer) -> None:
         no_align: bool = typer.Option(False, "--no-align", help="Skip catalog-alignment examples."),
         no_search: bool = typer.Option(False, "--no-search",
                                        help="Skip the curators' searches of training conversations."),
+        follow_ups: bool = typer.Option(False, "--follow-ups/--no-follow-ups",
+                                        help="Add a chit-chat variant of each imported training "
+                                             "conversation ('love these, keep going'), answered as the "
+                                             "curator answered the real request."),
         no_imported: bool = typer.Option(False, "--no-imported", help="Leave out imported conversations."),
         valid_frac: float = typer.Option(0.05, "--valid-frac", help="Share of conversations for validation."),
         test_frac: float = typer.Option(0.1, "--test-frac", help="Share of conversations for test."),
@@ -90,7 +94,7 @@ def register(app: typer.Typer) -> None:
         info: dict[str, Any] = {}
         if not (show_mask and built and synthesize is None and teacher is None):
             cfg = DialogsConfig(synthesize=synthesize, seed=seed, max_turns=max_turns, align=not no_align,
-                                search=not no_search,
+                                search=not no_search, follow_ups=follow_ups,
                                 include_imported=not no_imported, valid_frac=valid_frac, test_frac=test_frac,
                                 teacher=teacher, teacher_model=teacher_model,
                                 min_turns=min(2, max_turns))

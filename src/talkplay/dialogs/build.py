@@ -44,6 +44,11 @@ class DialogsConfig:
     - ``search``: the curator's searches in *training* conversations (CPCD
       ``search_queries``), each answered with the tracks the user liked among that search's
       results, packed like alignment turns; never from a held-out conversation.
+    - ``follow_ups``: for each imported *training* conversation of two turns or more, one more
+      that stops at a later turn (the second to fourth) whose request is replaced by generic
+      chit-chat ("love these, keep going"), answered as the curator answered the real one: the
+      model learns that a message naming no music goes on from the conversation, and that its
+      words are not titles to match (``FOLLOW_UP_TEMPLATES``; never the evaluation probe's).
     - ``teacher`` / ``teacher_model``: an OpenAI-compatible base URL that rewrites
       synthetic turns; ``teacher_max`` caps how many conversations it sees.
     """
@@ -56,6 +61,7 @@ class DialogsConfig:
     align_reverse: bool = True
     align_turns: int = 6
     search: bool = True
+    follow_ups: bool = False
     include_imported: bool = True
     valid_frac: float = 0.05
     test_frac: float = 0.1
@@ -120,6 +126,33 @@ def search_conversations(convs: list[Conversation], catalog: Catalog,
                          extra={"alignment": True}) for i in range(0, len(turns), n)]
 
 
+# chit-chat a user says instead of a request; no content word in common with
+# talkplay.evaluate.probe's FOLLOW_UPS, which score what a model learnt from these
+FOLLOW_UP_TEMPLATES = ("awesome picks!", "cool, this vibe again", "wonderful, continue",
+                       "sounds good, another batch?", "ok, next?", "haha fun. continue!",
+                       "I'm enjoying this, go on", "that works for me. anything new?", "sweet, go ahead",
+                       "excellent choices so far", "brilliant, carry on", "these are fantastic",
+                       "good stuff", "superb, show me others", "amazing, continue", "ok cool",
+                       "fab, next ones?")
+
+
+def follow_up_conversations(convs: list[Conversation], cfg: DialogsConfig) -> list[Conversation]:
+    """One chit-chat variant of each conversation in ``convs`` (see ``DialogsConfig.follow_ups``).
+    Pass training conversations only."""
+    rng = random.Random(f"follow-ups:{cfg.seed}")
+    out = []
+    for c in convs:
+        later = [i for i in range(1, min(4, len(c.turns))) if c.turns[i].recommended]
+        if not later:
+            continue
+        i = rng.choice(later)
+        turn = dataclasses.replace(c.turns[i], user=rng.choice(FOLLOW_UP_TEMPLATES),
+                                   extra={**c.turns[i].extra, "kind": "follow-up"})
+        out.append(dataclasses.replace(c, id=f"{c.id}-follow-up", turns=[*c.turns[:i], turn],
+                                       source="follow-up"))
+    return out
+
+
 def split_imported(run: Run, catalog: Catalog, imported: list[Conversation],
                    cfg: DialogsConfig) -> dict[str, list[Conversation]]:
     """Imported conversations by split: test is the run's held-out set
@@ -166,6 +199,8 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None, *, force: bool = F
         splits[name] = imported_splits[name] + splits[name]
     searched = search_conversations(imported_splits["train"], catalog, cfg) if cfg.search else []
     splits["train"] += searched
+    chatted = follow_up_conversations(imported_splits["train"], cfg) if cfg.follow_ups else []
+    splits["train"] += chatted
     texts = {name: jsonl_text([c.to_dict() for c in splits[name]]) for name in SPLITS}
     fingerprint.guard_dialogs(run, texts["train"], force)
     run.dialogs_dir.mkdir(parents=True, exist_ok=True)
@@ -184,7 +219,9 @@ def build_dialogs(run: Run, cfg: DialogsConfig | None = None, *, force: bool = F
         "synthesized": n,
         "alignment": len(aligned),
         "search": len(searched),
-        "dropped_duplicates": len(imported) + n + len(aligned) + len(searched) - sum(counts.values()),
+        "follow_ups": len(chatted),
+        "dropped_duplicates": (len(imported) + n + len(aligned) + len(searched) + len(chatted)
+                               - sum(counts.values())),
         "config": asdict(cfg),
         "seconds": round(time.time() - t0, 2),
         "inputs": {"catalog": fingerprint.catalog_fingerprint(catalog)},
