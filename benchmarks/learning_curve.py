@@ -1,15 +1,16 @@
 """What training adds as it gets more to learn from: the CPCD learning curve.
 
 Run as ``python benchmarks/learning_curve.py --base runs/cpcd --work runs/curve
-[--fractions 0.25,0.5,1] [--sources searches,alignment] [--train-args "--anchor 10"]
+[--fractions 0.25,0.5,1] [--sources searches,alignment,follow-ups] [--train-args "--anchor 10"]
 [--plot docs/learning_curve.png] [--markdown]``. ``--base`` is an imported and encoded CPCD
 run (its recorded split: 350 train / 50 test). Each point gets a copy of it, ``talkplay
-dialogs`` (CPCD conversations only, or with the curators' searches / the catalog alignment
-for ``--sources``), the first ``fraction`` of the training conversations in a seeded order,
-``talkplay train`` with the default recipe on metadata rows (plus ``--train-args``) and
-``talkplay eval --systems dense,untrained,talkplay``. Points already evaluated are read back,
-so an interrupted curve resumes. Prints hit@10 and mrr@100 of the trained model beside its
-untrained start per point, and plots both against training conversations.
+dialogs`` (CPCD conversations only, or with the curators' searches, the catalog alignment or
+chit-chat follow-ups for ``--sources``), a seeded ``fraction`` of the CPCD training
+conversations, ``talkplay train`` with the default recipe on metadata rows (plus
+``--train-args``) and ``talkplay eval --systems dense,untrained,talkplay``. Points already
+evaluated are read back, so an interrupted curve resumes. Prints hit@10 and mrr@100 of the
+trained model beside its untrained start per point, and plots both against training
+conversations.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpcd import print_table  # noqa: E402
 
 RECIPE = ["--modalities", "metadata", "--time-budget", "0", "--epochs", "3"]
-SOURCES = {"searches": "--no-align", "alignment": "--no-search"}  # each source alone on top of CPCD
+# each source alone on top of CPCD's conversations (`talkplay dialogs` flags)
+SOURCES = {"searches": ["--no-align"], "alignment": ["--no-search"],
+           "follow-ups": ["--no-align", "--no-search", "--follow-ups"]}
 
 
 def point(base: Path, work: Path, name: str, fraction: float, dialogs: list[str],
@@ -96,14 +99,15 @@ def main() -> int:
     ap.add_argument("--base", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--fractions", default="0.25,0.5,1")
-    ap.add_argument("--sources", default="", help="comma-separated: searches, alignment (each at 100%%)")
+    ap.add_argument("--sources", default="", help="comma-separated: searches, alignment, follow-ups "
+                                                  "(each at 100%%)")
     ap.add_argument("--train-args", default="", help="extra `talkplay train` flags for every point")
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     extra = shlex.split(args.train_args)
     plan = [(f"cpcd-{f}", "CPCD", float(f), ["--no-align", "--no-search"]) for f in args.fractions.split(",")]
-    plan += [(f"cpcd+{s}", s, 1.0, [SOURCES[s]]) for s in args.sources.split(",") if s]
+    plan += [(f"cpcd+{s}", s, 1.0, SOURCES[s]) for s in args.sources.split(",") if s]
     rows = []
     for name, source, fraction, dialogs in plan:
         rep = point(args.base, args.work, name, fraction, dialogs, extra)
