@@ -179,6 +179,20 @@ class Usage(BaseModel):
     total_tokens: int = 0
 
 
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models`` in the OpenAI shape."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "talkplay"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
 class ChatCompletion(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
