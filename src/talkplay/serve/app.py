@@ -141,6 +141,29 @@ def usage_for(engine: Any, conversation: Conversation, reply: str) -> Usage:
     return Usage(prompt_tokens=len(prompt), completion_tokens=written, total_tokens=len(prompt) + written)
 
 
+def _batches(engine: Any) -> bool:
+    from talkplay.engine.batch import supports_batching  # torch: the engine is loaded already
+
+    return supports_batching(engine)
+
+
+def _batch_fn(engine: Any):
+    """The work queue's batch function over ``talkplay.engine.batch.stream_batch``."""
+    from talkplay.engine.batch import Finished, stream_batch
+
+    def run(jobs: list, more):
+        for req, item in stream_batch(engine, jobs, more):
+            yield req, item, isinstance(item, Finished)
+
+    return run
+
+
+def _usage(done: Any) -> Usage:
+    """``Usage`` from a batch's ``Finished`` item."""
+    p, c = done.prompt_tokens, done.completion_tokens
+    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+
+
 @dataclass
 class Prepared:
     """A checked conversation request: what the engine answers and the session it belongs to."""
@@ -162,7 +185,11 @@ class Service:
         self.model_name = str(self.model_info.get("name"))
         self.model_card = ModelCard(id=self.model_name, created=_created(self.model_info))
         self.sessions = SessionStore(max_sessions=cfg.max_sessions)
-        self.queue = WorkQueue(cfg.max_concurrency, cfg.max_queue, cfg.request_timeout_s)
+        self.batched = cfg.batch_size > 1 and _batches(engine)
+        self.queue = WorkQueue(cfg.max_concurrency, cfg.max_queue, cfg.request_timeout_s,
+                               batch_fn=_batch_fn(engine) if self.batched else None,
+                               batch_size=cfg.batch_size if self.batched else 1,
+                               batch_wait_s=cfg.batch_wait_ms / 1000)
         cache_dir = cfg.cache_dir or (Run(cfg.run_dir).cache_dir if cfg.run_dir else None)
         self.audio = AudioFiles(cache_dir)
         self.with_audio = sum(1 for t in self.catalog.tracks if convert.audio_available(t))
@@ -202,8 +229,35 @@ class Service:
         conv = convert.to_conversation(messages, session)
         return Prepared(conv, k, session_exclude(conv, asked, session.exclude() if session else ()), session)
 
+    def _job(self, req: Prepared, reply: bool) -> Any:
+        from talkplay.engine.batch import BatchRequest
+
+        return BatchRequest(req.conversation, req.k, req.exclude, reply)
+
+    async def recommend(self, req: Prepared) -> list:
+        """The engine's ranking for a prepared request (in a batch when the server batches)."""
+        if not self.batched:
+            return await self.queue.run(self.engine.recommend, req.conversation, req.k, req.exclude)
+        return [r async for item in self.queue.submit(self._job(req, False))
+                if isinstance(item, list) for r in item]
+
     async def respond(self, req: Prepared) -> tuple[list, str, Usage]:
         """The engine's answer to a prepared chat request: (recommendations, reply, usage)."""
+        if self.batched:
+            from talkplay.engine.reply import clean_reply
+
+            recs: list = []
+            chunks: list[str] = []
+            usage = Usage()
+            async for item in self.queue.submit(self._job(req, True)):
+                if isinstance(item, list):
+                    recs = item
+                elif isinstance(item, str):
+                    chunks.append(item)
+                else:
+                    usage = _usage(item)
+            return recs, clean_reply("".join(chunks)), usage
+
         def work() -> tuple[list, str, Usage]:
             resp = self.engine.respond(req.conversation, req.k, req.exclude)
             return resp.recommendations, resp.reply, usage_for(self.engine, req.conversation, resp.reply)
@@ -224,7 +278,18 @@ class Service:
             yield usage_for(self.engine, req.conversation, clean_reply("".join(chunks)))
 
         self.queue.reserve()
-        return self.queue.stream(work, reserved=True)
+        if not self.batched:
+            return self.queue.stream(work, reserved=True)
+        items = self.queue.submit(self._job(req, True), reserved=True)
+
+        async def batched():
+            try:
+                async for item in items:
+                    yield item if isinstance(item, (list, str)) else _usage(item)
+            finally:
+                await items.aclose()  # a listener who left: the batch drops the row
+
+        return batched()
 
     def shown(self, session: ApiSession | None, tracks: list[TrackOut]) -> None:
         if session:
@@ -421,7 +486,7 @@ def add_recommend_route(app: FastAPI, svc: Service) -> None:
             raise ApiError(400, "give exactly one of 'query' or 'messages'", "query")
         messages = body.messages if body.query is None else [ChatMessage(role="user", content=body.query)]
         req = svc.prepare(messages, body.k, body.exclude, body.session_id, x_session_id)
-        recs = await svc.queue.run(svc.engine.recommend, req.conversation, req.k, req.exclude)
+        recs = await svc.recommend(req)
         tracks = convert.recs_out(svc.catalog, recs)
         svc.shown(req.session, tracks)
         out = RecommendResponse(model=svc.model_name, session_id=req.session.id if req.session else None,
@@ -503,8 +568,10 @@ async def _sse_events(items, cid: str, created: int, model: str, catalog, sessio
                     if item:
                         wrote_text = True
                         yield _chunk(cid, created, model, {"content": item}, session_id=sid)
-            elif isinstance(item, (list, tuple)):
+            elif isinstance(item, (list, tuple)):  # the whole ranking at once: show it now
                 recs.extend(item)
+                if tracks is None:
+                    yield head()
             elif hasattr(item, "track_id"):
                 recs.append(item)
             elif hasattr(item, "recommendations"):  # a whole Response
