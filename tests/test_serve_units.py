@@ -108,6 +108,10 @@ def test_compose_and_config_validation():
         ServeConfig(max_queue=-1).validate()
     with pytest.raises(InputError, match="max-concurrency"):
         ServeConfig(max_concurrency=0).validate()
+    with pytest.raises(InputError, match="batch-size"):
+        ServeConfig(batch_size=0).validate()
+    with pytest.raises(InputError, match="batch-wait-ms"):
+        ServeConfig(batch_wait_ms=-1).validate()
 
 
 def test_serve_cli_reports_missing_run_and_bad_flags(tmp_path):
