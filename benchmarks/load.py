@@ -1,5 +1,14 @@
 """Load test of `talkplay serve`: simulated users chatting and asking for recommendations.
 
+Listeners mode, ``nice python benchmarks/load.py RUN --listeners 1,4,16 --turns 3
+--batch-sizes 1,16``: for each batch size a server is started (``--batch-size``), then 1,
+4 and 16 listeners at once each hold a session of ``--turns`` streamed chat turns (the
+conversation so far each time, as the web page sends it). Prints one table, batch sizes
+side by side: answers per second, median and p95 latency of a whole answer, median time to
+the first streamed chunk (the tracks) and to the first reply text, and errors.
+
+Soak mode (without ``--listeners``):
+
 Run as ``nice python benchmarks/load.py RUN --users 16 --seconds 60`` (starts
 ``talkplay serve RUN`` on a free loopback port, pinned to ``--cores`` CPUs with taskset
 where available) or ``--url http://127.0.0.1:8000`` against a running server. Each user
@@ -153,6 +162,106 @@ def user(url: str, seed: int, deadline: float, turns: int, stats: Stats, grace: 
                         time.sleep(float(r.headers.get("retry-after", "1")))
 
 
+def listener(url: str, seed: int, turns: int, out: list[dict]) -> None:
+    """One person: a session of ``turns`` streamed chat turns; one record per answer."""
+    rng = random.Random(seed)
+    messages: list[dict] = []
+    with httpx.Client(base_url=url, timeout=600) as c:
+        for _ in range(turns):
+            messages.append({"role": "user", "content": rng.choice(QUERIES)})
+            rec: dict = {"ok": False}
+            t0 = time.perf_counter()
+            text, tracks = [], []
+            try:
+                body = {"messages": messages, "stream": True}
+                with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                    if r.status_code != 200:
+                        rec["error"] = f"{r.status_code} {r.read()[:200]!r}"
+                    else:
+                        for line in r.iter_lines():
+                            if not line.startswith("data: ") or line == "data: [DONE]":
+                                continue
+                            obj = json.loads(line[6:])
+                            if "error" in obj:
+                                rec["error"] = obj["error"]["message"]
+                                break
+                            delta = (obj.get("choices") or [{}])[0].get("delta", {})
+                            rec.setdefault("first_chunk", time.perf_counter() - t0)
+                            tracks += delta.get("tracks") or []
+                            if delta.get("content") and not delta.get("listing"):
+                                rec.setdefault("first_text", time.perf_counter() - t0)
+                                text.append(delta["content"])
+                        else:
+                            rec["ok"] = "error" not in rec
+            except httpx.HTTPError as e:
+                rec["error"] = f"{type(e).__name__} {e}"
+            rec["latency"] = time.perf_counter() - t0
+            out.append(rec)
+            if not rec["ok"]:
+                messages.pop()
+                continue
+            messages.append({"role": "assistant", "content": "".join(text),
+                             "tracks": [{"id": t["id"]} for t in tracks]})
+
+
+def listeners_mode(args: argparse.Namespace) -> None:
+    counts = [int(x) for x in args.listeners.split(",")]
+    sizes = [int(x) for x in args.batch_sizes.split(",")] if args.run else [None]
+    rows = []
+    for size in sizes:
+        proc = None
+        url = args.url
+        if args.run:
+            extra = ["--max-queue", str(args.max_queue), "--batch-size", str(size)]
+            if args.reply_tokens:
+                extra += ["--reply-tokens", str(args.reply_tokens)]
+            proc, url, _ = start_server(args.run, args.cores, extra)
+        try:
+            with httpx.Client(base_url=url, timeout=600) as c:  # warm-up: lazy loading not timed
+                c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "warm up"}]})
+            health = httpx.get(url + "/health", timeout=10).json()
+            for n in counts:
+                recs: list[dict] = []
+                load0 = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                threads = [threading.Thread(target=listener, args=(url, 1000 * n + i, args.turns, recs))
+                           for i in range(n)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                wall = time.perf_counter() - t0
+                ok = [r for r in recs if r["ok"]]
+                lat = [r["latency"] for r in ok]
+                rows.append({
+                    "batch_size": health["queue"].get("batch_size", 1), "listeners": n, "answers": len(ok),
+                    "seconds": round(wall, 1), "answers_per_s": round(len(ok) / wall, 3),
+                    "p50_s": round(percentile(lat, 50), 2), "p95_s": round(percentile(lat, 95), 2),
+                    "first_chunk_p50_s": round(percentile([r["first_chunk"] for r in ok], 50), 2),
+                    "first_text_p50_s": round(percentile([r["first_text"] for r in ok if "first_text" in r],
+                                                         50), 2),
+                    "errors": len(recs) - len(ok), "load_avg": round((load0 + os.getloadavg()[0]) / 2, 1),
+                    "error_samples": [r.get("error") for r in recs if not r["ok"]][:3]})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        finally:
+            if proc:
+                proc.terminate()
+                proc.wait(30)
+    if args.json:
+        print(json.dumps(rows))
+        return
+    print(f"{args.turns} streamed chat turns per listener; {os.cpu_count()} CPUs; load_avg: the machine's "
+          "1-minute load average during the step (other jobs included)")
+    print("| batch size | listeners | answers | wall s | answers/s | p50 s | p95 s | first chunk p50 s "
+          "| first text p50 s | errors | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['batch_size']} | {r['listeners']} | {r['answers']} | {r['seconds']} "
+              f"| {r['answers_per_s']} | {r['p50_s']} | {r['p95_s']} | {r['first_chunk_p50_s']} "
+              f"| {r['first_text_p50_s']} "
+              f"| {r['errors']} | {r['load_avg']} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", nargs="?", type=Path, help="run directory to serve")
@@ -167,9 +276,15 @@ def main() -> None:
     ap.add_argument("--grace", type=float, default=30.0,
                     help="seconds after the window before in-flight requests are abandoned (counted apart)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--listeners", help="listeners mode: counts of listeners at once, e.g. 1,4,16")
+    ap.add_argument("--batch-sizes", default="1,16",
+                    help="listeners mode with RUN: one server per `--batch-size` (1: one at a time)")
     args = ap.parse_args()
     if bool(args.run) == bool(args.url):
         ap.error("give RUN or --url")
+    if args.listeners:
+        listeners_mode(args)
+        return
     proc, log = None, None
     url = args.url
     if args.run:

@@ -129,7 +129,8 @@ def live_server_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def served_url(served_run, live_server_factory):
     """One `talkplay serve` of ``served_run`` shared by the serving and browser tests: one
-    worker, a queue of 4 (so overload is reachable), 500-character messages, short replies."""
-    with live_server_factory(served_run, "--max-concurrency", "1", "--max-queue", "4",
+    worker, batches of 4 and a queue of 4 (so overload is reachable), 500-character messages,
+    short replies."""
+    with live_server_factory(served_run, "--max-concurrency", "1", "--max-queue", "4", "--batch-size", "4",
                              "--max-message-chars", "500", "--reply-tokens", "4") as url:
         yield url

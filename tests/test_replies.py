@@ -249,3 +249,76 @@ def test_cards_of_the_latest_answer_only_leave_earlier_answers_as_rows(tmp_path)
     # both replies are still trained on
     trained = tok.decode([i for i, m in zip(latest.input_ids, latest.loss_mask, strict=True) if m])
     assert "Here is Song 0." in trained and "Here is Song 3." in trained
+
+
+# -- many at once -----------------------------------------------------------------------------
+def many(engine, convs, k, excludes, more_at=None, extra=()):
+    """Answers of ``stream_batch`` by request, with ``extra`` requests joining after
+    ``more_at`` decode steps (continuous batching)."""
+    from talkplay.engine.batch import BatchRequest, Finished, stream_batch
+
+    reqs = [BatchRequest(c, k, ex) for c, ex in zip(convs, excludes, strict=True)]
+    late = [BatchRequest(c, k, ex) for c, ex in extra]
+    steps = 0
+
+    def more():
+        nonlocal steps
+        steps += 1
+        return late if steps == more_at else []
+
+    got = {id(r): ([], [], None) for r in reqs + late}
+    for req, item in stream_batch(engine, reqs, more if late else None):
+        recs, text, _ = got[id(req)]
+        if isinstance(item, list):
+            recs.extend(item)
+        elif isinstance(item, str):
+            text.append(item)
+        else:
+            assert isinstance(item, Finished) and item.prompt_tokens > 0
+            got[id(req)] = (recs, text, item)
+    return [(got[id(r)][0], "".join(got[id(r)][1]), got[id(r)][2]) for r in reqs + late]
+
+
+def test_a_batch_answers_as_one_at_a_time_with_guard_and_exclusion_per_row(liar_run, looper_run):
+    """Same tracks, scores and replies as unbatched (temperature 0); in one batch a row whose
+    answer has Song 0 may say so while the rows beside it are steered off it, and each
+    row's exclusions stay its own."""
+    names = names_of(liar_run)
+    engine = Engine.load(liar_run.path, EngineConfig(reply_tokens=24))
+    history = [Turn(user="play some jazz music", assistant="Here.", recommended=["t0"], liked=["t0"])]
+    convs = [Conversation(id="a", turns=[Turn(user="i want tango")]),
+             Conversation(id="b", turns=[Turn(user="play some jazz music")]),  # t0: Song 0 is the truth
+             Conversation(id="c", turns=[*history, Turn(user="now some jazz")]),  # t0 heard already
+             Conversation(id="d", turns=[Turn(user="i want tango")]),
+             Conversation(id="e", turns=[Turn(user="something opera please")])]
+    single = [engine.respond(c, k=2) for c in convs[:3]]
+    excludes = [(), (), (), [single[0].recommendations[0].track_id], ["t0"]]
+    single += [engine.respond(c, k=2, exclude=ex) for c, ex in zip(convs[3:], excludes[3:], strict=True)]
+    batched = many(engine, convs, 2, excludes)
+    for one, (recs, reply, done), conv, ex in zip(single, batched, convs, excludes, strict=True):
+        ids = [r.track_id for r in recs]
+        assert ids == [r.track_id for r in one.recommendations]
+        assert [r.score for r in recs] == pytest.approx([r.score for r in one.recommendations], abs=1e-4)
+        assert reply == one.reply and done.completion_tokens > 0
+        assert not set(ids) & (set(ex) | {x for t in conv.turns[:-1] for x in t.recommended})
+        assert not ReplyGuard(names, conv, ids).violations(reply, True), reply
+    assert "t0" in [r.track_id for r in batched[1][0]] and "Song 0" in batched[1][1]
+    assert "Song 0" not in batched[0][1] + batched[2][1] + batched[3][1]
+    assert batched[3][0][0].track_id != batched[0][0][0].track_id  # d excludes what a, beside it, got
+    # a guard that bans (not steers) a name rolls back rows by different amounts: still the same
+    looper = Engine.load(looper_run.path, EngineConfig(reply_tokens=24))
+    convs = [Conversation(id=kw, turns=[Turn(user=f"play some {kw} music")]) for kw in ("tango", "jazz")]
+    alone = [looper.respond(c, k=1).reply for c in convs]
+    assert [r for _, r, _ in many(looper, convs, 1, [(), ()])] == alone
+
+
+def test_requests_joining_a_running_batch_are_answered_as_alone(liar_run):
+    engine = Engine.load(liar_run.path, EngineConfig(reply_tokens=24))
+    first = [Conversation(id="a", turns=[Turn(user="i want tango")])]
+    late = [Conversation(id="b", turns=[Turn(user="play some jazz music")]),
+            Conversation(id="c", turns=[Turn(user="any disco tracks?"), Turn(user="more opera now")])]
+    got = many(engine, first, 2, [()], more_at=3, extra=[(c, ()) for c in late])
+    for conv, (recs, reply, _) in zip(first + late, got, strict=True):
+        alone = engine.respond(conv, k=2)
+        assert [r.track_id for r in recs] == [r.track_id for r in alone.recommendations]
+        assert reply == alone.reply

@@ -322,5 +322,7 @@ def test_overload_gets_429_and_health_stays_responsive(server, http):
     assert results.count(200) >= 5
     assert 429 in results, "16 simultaneous requests should overflow a queue of 1 + 4"
     assert any(q["running"] >= 1 for q in health_during), "health answered while the model was busy"
-    assert http.get("/health").json()["queue"]["rejected"] >= 1
+    queue = http.get("/health").json()["queue"]
+    assert queue["rejected"] >= 1
+    assert queue["batch_size"] == 4 and queue["largest_batch"] > 1, "waiting requests shared a batch"
     assert_alive(http)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -107,6 +108,10 @@ def test_compose_and_config_validation():
         ServeConfig(max_queue=-1).validate()
     with pytest.raises(InputError, match="max-concurrency"):
         ServeConfig(max_concurrency=0).validate()
+    with pytest.raises(InputError, match="batch-size"):
+        ServeConfig(batch_size=0).validate()
+    with pytest.raises(InputError, match="batch-wait-ms"):
+        ServeConfig(batch_wait_ms=-1).validate()
 
 
 def test_serve_cli_reports_missing_run_and_bad_flags(tmp_path):
@@ -119,3 +124,69 @@ def test_serve_cli_reports_missing_run_and_bad_flags(tmp_path):
     assert isinstance(r.exception, TalkPlayError) and "does not exist" in str(r.exception)
     r = CliRunner().invoke(app, ["serve", str(tmp_path), "--max-queue", "-1"])
     assert isinstance(r.exception, TalkPlayError) and "--max-queue" in str(r.exception)
+
+
+def test_batched_work_queue_gathers_waiting_jobs_takes_newcomers_and_drops_leavers():
+    """A fake batch function: each job is a dict; it yields one item per step per job, asks
+    ``more`` between steps, and ends a job after its ``steps``."""
+    batches: list[list[str]] = []
+    joined: list[str] = []
+    gate = threading.Event()
+
+    def batch_fn(jobs, more):
+        batches.append([j["name"] for j in jobs])
+        live = list(jobs)
+        while live:
+            gate.wait(5)
+            time.sleep(0.01)  # a decode step
+            for j in more():
+                joined.append(j["name"])
+                live.append(j)
+            for j in list(live):
+                if j.cancelled:
+                    live.remove(j)
+                    yield j, "gone", True
+                    continue
+                if j["name"] == "bad":
+                    raise ValueError("boom")
+                step = j["at"] = j.get("at", -1) + 1
+                yield j, step, step + 1 >= j["steps"]
+                if step + 1 >= j["steps"]:
+                    live.remove(j)
+
+    class Job(dict):
+        cancelled = False
+
+    async def main() -> None:
+        q = WorkQueue(max_queue=1, batch_fn=batch_fn, batch_size=3, batch_wait_s=0.05)
+        assert q.capacity == 4
+        a, b = Job(name="a", steps=3), Job(name="b", steps=1)
+        run_a = asyncio.ensure_future(collect(q.submit(a)))
+        run_b = asyncio.ensure_future(collect(q.submit(b)))
+        await asyncio.sleep(0.2)  # the wait bound has passed: a and b are one batch
+        c = Job(name="c", steps=2)
+        run_c = asyncio.ensure_future(collect(q.submit(c)))
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await run_a == [0, 1, 2] and await run_b == [0] and await run_c == [0, 1]
+        assert batches == [["a", "b"]] and joined == ["c"]  # c joined the running batch
+        # a leaver: its row is dropped and its slot freed
+        gate.clear()
+        d = Job(name="d", steps=10_000)
+        it = q.submit(d)
+        gate.set()
+        assert await it.__anext__() == 0
+        await it.aclose()
+        assert d.cancelled
+        # an error reaches every job still in the batch; the queue keeps serving
+        with pytest.raises(ValueError, match="boom"):
+            await collect(q.submit(Job(name="bad", steps=3)))
+        assert await collect(q.submit(Job(name="e", steps=1))) == [0]
+        s = q.stats()
+        assert s["running"] == 0 and s["waiting"] == 0 and s["largest_batch"] == 3 and s["batch_size"] == 3
+        q.shutdown()
+
+    async def collect(it) -> list:
+        return [x async for x in it]
+
+    asyncio.run(main())

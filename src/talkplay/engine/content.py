@@ -194,24 +194,27 @@ class ContentEngine(Engine):
         """Top k (track id, log-prob); with ``reply`` also the KV cache of the whole stack
         (the reply reads every layer; ranking alone runs only up to the track head's exit)."""
         emb, reqs = self._prompt_embeds(conversation)
-        index = self.music.index
         cache = None
         if reply:
             out, cache = self._forward(emb)
             h = self.content.rank_hidden(out.hidden_states)[0, -1]
         else:
             h = self.content.rank_forward(emb)[0, -1]
+        return self._top(h, k, banned), cache, reqs[-1]
+
+    def _top(self, h: torch.Tensor, k: int, banned: set[str]) -> list[tuple[str, float]]:
+        """Top k (track id, log-prob) for the hidden state ``h`` [hidden] at ``<|music|>``."""
+        index = self.music.index
         scores = torch.log_softmax(self.content.track_scores(h, self.rows), dim=-1)
         mask = [index[t] for t in banned if t in index]
         if mask:
             scores[torch.tensor(mask, device=self.device)] = float("-inf")
         k = min(k, len(index) - len(mask))
         if k <= 0:
-            return [], cache, reqs[-1]
+            return []
         top = torch.topk(scores, k)
         ids = self.music.track_ids
-        ranked = [(ids[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
-        return ranked, cache, reqs[-1]
+        return [(ids[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
 
     def why(self, track_id: str, liked: list[str]) -> str:
         """The track's tags (else artists), then co-occurrence with tracks the user liked."""
@@ -243,6 +246,14 @@ class ContentEngine(Engine):
         yield from recs
         if not recs:
             return
+        out, cache = self._forward(self._reply_blocks(recs, q), cache)
+        ids = [r.track_id for r in recs]
+        guard = ReplyGuard(self.names, conversation, ids) if self.guards_replies else None
+        yield from ReplyWriter(self, guard).stream(out.logits[0, -1], cache)
+
+    def _reply_blocks(self, recs: list[Recommendation], q: Request) -> torch.Tensor:
+        """(1, S, hidden) input embeddings of what follows the answer's first ``<|music|>``
+        before its reply: the answer's track blocks and cards."""
         # the blocks after the open already in the cache: slot, close, then open + slot + close ...
         # as many as an answer in the training data wrote before its reply (the rest are only shown)
         ids: list[int] = []
@@ -258,10 +269,7 @@ class ContentEngine(Engine):
             if cards is not None:  # the card, tokenized on its own as in training
                 ids += self.tokenizer(cards(r.track_id), add_special_tokens=False)["input_ids"]
         # without cards no separator here: in training it is tokenized with the reply's first word
-        out, cache = self._forward(self._embed(ids, slots, opens), cache)
-        ids = [r.track_id for r in recs]
-        guard = ReplyGuard(self.names, conversation, ids) if self.guards_replies else None
-        yield from ReplyWriter(self, guard).stream(out.logits[0, -1], cache)
+        return self._embed(ids, slots, opens)
 
 
 register_loader("content", ContentEngine.load)

@@ -15,8 +15,8 @@ a quotation or a phrase still being written held back, so nothing shown is ever 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -136,6 +136,15 @@ def finish_sentence(text: str) -> str:
     return text + "." if text else ""
 
 
+@dataclass
+class Feed:
+    """What ``ReplyWriter.steps`` asks the model for: run ``token`` after the first ``keep``
+    reply tokens (the model state past them is rolled back first) and send back its logits."""
+
+    token: int
+    keep: int
+
+
 class ReplyWriter:
     """Decode a reply for ``engine`` (an ``Engine``): ``ReplyWriter(engine, guard).stream(logits, cache)``."""
 
@@ -143,6 +152,7 @@ class ReplyWriter:
         self.engine = engine
         self.guard = guard
         self.rollbacks = 0
+        self.written = 0  # reply tokens written (rolled-back ones not counted)
         self._sayable: list[str] = (guard.asked or guard.sayable) if guard else []
         self._keys: dict[int, str] = {}
 
@@ -176,8 +186,31 @@ class ReplyWriter:
     @torch.inference_mode()
     def stream(self, logits: torch.Tensor, cache: Any) -> Iterator[str]:
         """Yield the reply as text chunks; ``logits`` [V] predict its first token after ``cache``."""
-        eng = self.engine
         base = cache.get_seq_length()
+        steps = self.steps(logits)
+        item = next(steps, None)
+        while item is not None:
+            if isinstance(item, str):
+                yield item
+                item = next(steps, None)
+                continue
+            drop = cache.get_seq_length() - (base + item.keep)
+            if drop > 0:  # a negative count removes tokens in every transformers version
+                cache.crop(-drop)
+            out, cache = lm_forward(self.engine.model, cache, logits_to_keep=1,
+                                    input_ids=torch.tensor([[item.token]], device=self.engine.device))
+            try:
+                item = steps.send(out.logits[0, -1])
+            except StopIteration:
+                item = None
+
+    def steps(self, logits: torch.Tensor) -> Generator[str | Feed, torch.Tensor, None]:
+        """The writer without a model: yields text chunks and ``Feed``s; after a ``Feed`` the
+        caller sends the logits [V] that follow it (``stream`` runs one KV cache; the batch
+        runner, ``talkplay.engine.batch``, feeds many replies in one forward).
+
+        ``logits`` [V] predict the reply's first token."""
+        eng = self.engine
         gen = torch.Generator().manual_seed(eng.cfg.seed)
         reply: list[int] = []
         history = [logits.float()]  # history[i]: the scores that pick reply[i]
@@ -227,10 +260,8 @@ class ReplyWriter:
                         steered.add(j)
                     else:  # steered here before, or nothing to say: the token is banned there
                         banned.setdefault(j, set()).add(reply[j])
+                    # the model state is rolled back with the next Feed's `keep`
                     reply, history = reply[:j], history[: j + 1]
-                    drop = cache.get_seq_length() - (base + j)
-                    if drop > 0:  # a negative count removes tokens in every transformers version
-                        cache.crop(-drop)
                     continue
             if final:
                 break
@@ -238,13 +269,14 @@ class ReplyWriter:
             if len(safe) > len(sent) and safe.startswith(sent):
                 yield safe[len(sent):] if sent else safe
                 sent = safe
-            out, cache = lm_forward(eng.model, cache, input_ids=torch.tensor([[tok]], device=eng.device),
-                                    logits_to_keep=1)
-            history.append(out.logits[0, -1].float())
+            self.written = len(reply)
+            logits = yield Feed(tok, len(reply) - 1)
+            history.append(logits.float())
         # the guarantee, whatever the rollbacks did: cut before anything still unfaithful
         while self.guard and (bad := self.guard.violations(text, True)):
             text = text[: min(m.start for m in bad)].rstrip(" ,;:-(\"'“")
         text = finish_sentence(text)
+        self.written = len(reply)
         if text.startswith(sent) and len(text) > len(sent):
             yield text[len(sent):] if sent else text
 

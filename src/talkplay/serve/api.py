@@ -24,7 +24,11 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     max_concurrency: int = 1  # model calls at once: torch already uses every core for one
-    max_queue: int = 32  # admitted requests waiting for a worker; beyond that: 429
+    max_queue: int = 32  # admitted requests waiting for a worker (or a batch); beyond that: 429
+    # conversations answered in one batch (content-grounded models; 1: one at a time), and how
+    # long the first waits for others when the model is idle
+    batch_size: int = 16
+    batch_wait_ms: float = 10.0
     max_message_chars: int = 2000
     max_messages: int = 64
     max_body_bytes: int = 1_000_000
@@ -36,11 +40,13 @@ class ServeConfig:
     reply_tokens: int | None = None  # longest model reply; None = the engine's default
 
     def validate(self) -> None:
-        names = ["max_concurrency", "max_message_chars", "max_messages", "default_k", "max_k"]
+        names = ["max_concurrency", "max_message_chars", "max_messages", "default_k", "max_k", "batch_size"]
         for name in names + (["reply_tokens"] if self.reply_tokens is not None else []):
             if getattr(self, name) < 1:
                 raise InputError(f"must be at least 1, got {getattr(self, name)}",
                                  field="--" + name.replace("_", "-"))
+        if self.batch_wait_ms < 0:
+            raise InputError(f"must not be negative, got {self.batch_wait_ms}", field="--batch-wait-ms")
         if self.max_queue < 0:
             raise InputError(f"must not be negative, got {self.max_queue}", field="--max-queue")
         if not 0 <= self.port <= 65535:
@@ -177,6 +183,20 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+
+
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models`` in the OpenAI shape."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "talkplay"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 class ChatCompletion(BaseModel):

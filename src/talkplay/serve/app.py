@@ -39,11 +39,14 @@ from talkplay.serve.api import (
     ErrorResponse,
     FeedbackRequest,
     Health,
+    ModelCard,
+    ModelList,
     RecommendRequest,
     RecommendResponse,
     ServeConfig,
     SessionOut,
     TrackOut,
+    Usage,
 )
 from talkplay.serve.audio import AudioFiles, NoAudio, media_type
 from talkplay.serve.convert import RequestProblem
@@ -123,6 +126,44 @@ def _model_info(engine: Any, cfg: ServeConfig) -> dict[str, Any]:
     return info
 
 
+def _created(info: dict[str, Any]) -> int:
+    """When the served model was written (its folder's time), else now: ``ModelCard.created``."""
+    path = Path(info["path"]) if "path" in info else None
+    return int(path.stat().st_mtime) if path is not None and path.exists() else int(time.time())
+
+
+def usage_for(engine: Any, conversation: Conversation, reply: str) -> Usage:
+    """Token counts as the OpenAI API reports them: the rendered conversation the model read
+    (``prompt_tokens``) and the reply it wrote (``completion_tokens``; the track list the
+    server appends is not the model's writing)."""
+    prompt = engine.prompt(conversation).ids if hasattr(engine, "prompt") else engine.prompt_ids(conversation)
+    written = len(engine.tokenizer(reply, add_special_tokens=False)["input_ids"]) if reply else 0
+    return Usage(prompt_tokens=len(prompt), completion_tokens=written, total_tokens=len(prompt) + written)
+
+
+def _batches(engine: Any) -> bool:
+    from talkplay.engine.batch import supports_batching  # torch: the engine is loaded already
+
+    return supports_batching(engine)
+
+
+def _batch_fn(engine: Any):
+    """The work queue's batch function over ``talkplay.engine.batch.stream_batch``."""
+    from talkplay.engine.batch import Finished, stream_batch
+
+    def run(jobs: list, more):
+        for req, item in stream_batch(engine, jobs, more):
+            yield req, item, isinstance(item, Finished)
+
+    return run
+
+
+def _usage(done: Any) -> Usage:
+    """``Usage`` from a batch's ``Finished`` item."""
+    p, c = done.prompt_tokens, done.completion_tokens
+    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+
+
 @dataclass
 class Prepared:
     """A checked conversation request: what the engine answers and the session it belongs to."""
@@ -142,8 +183,13 @@ class Service:
         self.catalog = engine.catalog
         self.model_info = _model_info(engine, cfg)
         self.model_name = str(self.model_info.get("name"))
+        self.model_card = ModelCard(id=self.model_name, created=_created(self.model_info))
         self.sessions = SessionStore(max_sessions=cfg.max_sessions)
-        self.queue = WorkQueue(cfg.max_concurrency, cfg.max_queue, cfg.request_timeout_s)
+        self.batched = cfg.batch_size > 1 and _batches(engine)
+        self.queue = WorkQueue(cfg.max_concurrency, cfg.max_queue, cfg.request_timeout_s,
+                               batch_fn=_batch_fn(engine) if self.batched else None,
+                               batch_size=cfg.batch_size if self.batched else 1,
+                               batch_wait_s=cfg.batch_wait_ms / 1000)
         cache_dir = cfg.cache_dir or (Run(cfg.run_dir).cache_dir if cfg.run_dir else None)
         self.audio = AudioFiles(cache_dir)
         self.with_audio = sum(1 for t in self.catalog.tracks if convert.audio_available(t))
@@ -183,6 +229,68 @@ class Service:
         conv = convert.to_conversation(messages, session)
         return Prepared(conv, k, session_exclude(conv, asked, session.exclude() if session else ()), session)
 
+    def _job(self, req: Prepared, reply: bool) -> Any:
+        from talkplay.engine.batch import BatchRequest
+
+        return BatchRequest(req.conversation, req.k, req.exclude, reply)
+
+    async def recommend(self, req: Prepared) -> list:
+        """The engine's ranking for a prepared request (in a batch when the server batches)."""
+        if not self.batched:
+            return await self.queue.run(self.engine.recommend, req.conversation, req.k, req.exclude)
+        return [r async for item in self.queue.submit(self._job(req, False))
+                if isinstance(item, list) for r in item]
+
+    async def respond(self, req: Prepared) -> tuple[list, str, Usage]:
+        """The engine's answer to a prepared chat request: (recommendations, reply, usage)."""
+        if self.batched:
+            from talkplay.engine.reply import clean_reply
+
+            recs: list = []
+            chunks: list[str] = []
+            usage = Usage()
+            async for item in self.queue.submit(self._job(req, True)):
+                if isinstance(item, list):
+                    recs = item
+                elif isinstance(item, str):
+                    chunks.append(item)
+                else:
+                    usage = _usage(item)
+            return recs, clean_reply("".join(chunks)), usage
+
+        def work() -> tuple[list, str, Usage]:
+            resp = self.engine.respond(req.conversation, req.k, req.exclude)
+            return resp.recommendations, resp.reply, usage_for(self.engine, req.conversation, resp.reply)
+
+        return await self.queue.run(work)
+
+    def stream(self, req: Prepared):
+        """The answer as it is written: recommendations, reply text chunks, then its ``Usage``.
+        Admission (``Busy``) is decided here, before a streaming response starts."""
+        def work():
+            from talkplay.engine.reply import clean_reply  # torch: only once a model answers
+
+            chunks: list[str] = []
+            for item in self.engine.stream_respond(req.conversation, req.k, req.exclude):
+                if isinstance(item, str):
+                    chunks.append(item)
+                yield item
+            yield usage_for(self.engine, req.conversation, clean_reply("".join(chunks)))
+
+        self.queue.reserve()
+        if not self.batched:
+            return self.queue.stream(work, reserved=True)
+        items = self.queue.submit(self._job(req, True), reserved=True)
+
+        async def batched():
+            try:
+                async for item in items:
+                    yield item if isinstance(item, (list, str)) else _usage(item)
+            finally:
+                await items.aclose()  # a listener who left: the batch drops the row
+
+        return batched()
+
     def shown(self, session: ApiSession | None, tracks: list[TrackOut]) -> None:
         if session:
             self.sessions.mark_shown(session.id, [t.id for t in tracks])
@@ -210,6 +318,7 @@ def create_app(engine: Any, cfg: ServeConfig | None = None) -> FastAPI:
     add_error_handlers(app, cfg)
     add_guard(app, cfg)
     add_page_routes(app, svc)
+    add_model_routes(app, svc)
     add_track_routes(app, svc)
     add_session_routes(app, svc)
     add_recommend_route(app, svc)
@@ -299,6 +408,22 @@ def add_page_routes(app: FastAPI, svc: Service) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
+def add_model_routes(app: FastAPI, svc: Service) -> None:
+    """``GET /v1/models`` and ``GET /v1/models/{id}``: what OpenAI clients ask first."""
+
+    @app.get("/v1/models", response_model=ModelList, tags=["models"])
+    async def list_models() -> ModelList:
+        """The one served model, as OpenAI's ``models.list()`` reads it."""
+        return ModelList(data=[svc.model_card])
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, tags=["models"], responses=ERRORS)
+    async def get_model(model_id: str) -> ModelCard:
+        if model_id != svc.model_card.id:
+            raise ApiError(404, f"unknown model: {model_id[:200]!r} (this server serves "
+                                f"{svc.model_card.id!r})", "model")
+        return svc.model_card
+
+
 def add_track_routes(app: FastAPI, svc: Service) -> None:
     """``GET /v1/tracks/{id}`` and ``GET|HEAD /v1/tracks/{id}/audio``."""
 
@@ -361,7 +486,7 @@ def add_recommend_route(app: FastAPI, svc: Service) -> None:
             raise ApiError(400, "give exactly one of 'query' or 'messages'", "query")
         messages = body.messages if body.query is None else [ChatMessage(role="user", content=body.query)]
         req = svc.prepare(messages, body.k, body.exclude, body.session_id, x_session_id)
-        recs = await svc.queue.run(svc.engine.recommend, req.conversation, req.k, req.exclude)
+        recs = await svc.recommend(req)
         tracks = convert.recs_out(svc.catalog, recs)
         svc.shown(req.session, tracks)
         out = RecommendResponse(model=svc.model_name, session_id=req.session.id if req.session else None,
@@ -383,21 +508,20 @@ def add_chat_route(app: FastAPI, svc: Service) -> None:
             raise ApiError(400, "only n=1 is supported", "n")
         k = body.k if body.k is not None else svc.cfg.default_k
         req = svc.prepare(body.messages, k, body.exclude, body.session_id, x_session_id)
-        conv, k, exclude, session = req.conversation, req.k, req.exclude, req.session
+        session = req.session
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if not body.stream:
-            resp = await svc.queue.run(svc.engine.respond, conv, k, exclude)
-            tracks = convert.recs_out(svc.catalog, resp.recommendations)
+            recs, reply, usage = await svc.respond(req)
+            tracks = convert.recs_out(svc.catalog, recs)
             svc.shown(session, tracks)
             out = ChatCompletion(
                 id=cid, created=created, model=svc.model_name, session_id=session.id if session else None,
-                choices=[Choice(message=AssistantMessage(content=convert.compose(resp.reply, tracks),
-                                                         tracks=tracks))])
+                choices=[Choice(message=AssistantMessage(content=convert.compose(reply, tracks),
+                                                         tracks=tracks))], usage=usage)
             return JSONResponse(out.model_dump(), headers=session_headers(session))
 
-        svc.queue.reserve()  # raises Busy -> 429 before the stream starts
-        items = svc.queue.stream(lambda: svc.engine.stream_respond(conv, k, exclude), reserved=True)
+        items = svc.stream(req)  # raises Busy -> 429 before the stream starts
         include_usage = isinstance(body.stream_options, dict) and body.stream_options.get("include_usage")
         events = _sse_events(items, cid, created, svc.model_name, svc.catalog, session, svc.sessions,
                              include_usage)
@@ -421,6 +545,7 @@ async def _sse_events(items, cid: str, created: int, model: str, catalog, sessio
     recs: list = []
     tracks: list[TrackOut] | None = None
     wrote_text = False
+    usage: Usage | None = None
 
     def head() -> str:
         nonlocal tracks
@@ -432,7 +557,9 @@ async def _sse_events(items, cid: str, created: int, model: str, catalog, sessio
 
     try:
         async for item in items:
-            if isinstance(item, str):
+            if isinstance(item, Usage):
+                usage = item
+            elif isinstance(item, str):
                 if tracks is None:
                     yield head()
                 if item:
@@ -441,8 +568,10 @@ async def _sse_events(items, cid: str, created: int, model: str, catalog, sessio
                     if item:
                         wrote_text = True
                         yield _chunk(cid, created, model, {"content": item}, session_id=sid)
-            elif isinstance(item, (list, tuple)):
+            elif isinstance(item, (list, tuple)):  # the whole ranking at once: show it now
                 recs.extend(item)
+                if tracks is None:
+                    yield head()
             elif hasattr(item, "track_id"):
                 recs.append(item)
             elif hasattr(item, "recommendations"):  # a whole Response
@@ -459,7 +588,7 @@ async def _sse_events(items, cid: str, created: int, model: str, catalog, sessio
                                            "listing": True}, session_id=sid)
         yield _chunk(cid, created, model, {}, finish="stop", session_id=sid)
         if include_usage:
-            usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+            usage = (usage or Usage()).model_dump()
             yield "data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
                                          "model": model, "choices": [], "usage": usage}) + "\n\n"
     except Exception as e:  # mid-stream: the status line is gone, so report in-band

@@ -82,9 +82,10 @@ class ContentModel(nn.Module):
         """(B, L, hidden) the track head reads, from a full forward's ``hidden_states``."""
         return exit_hidden(self.lm, hidden_states, self.net.cfg.exit_layer)
 
-    def rank_forward(self, emb: torch.Tensor) -> torch.Tensor:
-        """(B, L, hidden) the track head reads, running the LM only up to its exit."""
-        return run_to_exit(self.lm, self.net.cfg.exit_layer, inputs_embeds=emb)
+    def rank_forward(self, emb: torch.Tensor, **inputs: Any) -> torch.Tensor:
+        """(B, L, hidden) the track head reads, running the LM only up to its exit (``inputs``:
+        more forward arguments, such as a padded batch's ``attention_mask`` and ``position_ids``)."""
+        return run_to_exit(self.lm, self.net.cfg.exit_layer, inputs_embeds=emb, **inputs)
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, slot_b: torch.Tensor,
                 slot_p: torch.Tensor, slot_row: torch.Tensor, open_b: torch.Tensor, open_p: torch.Tensor,
