@@ -74,9 +74,6 @@ class TrainConfig:
     # content: the track network's learning rate as a fraction of --lr (talkplay.tracks.train); on
     # CPCD 1.0 undid most of what the untrained network ranks, 0.1 kept it (BENCHMARKS.md, "Context")
     net_lr: float = 0.1
-    # content: pull the track network toward its initial weights, this times its squared drift
-    # relative to their size (L2-SP): training adds to what the start ranks instead of moving it
-    anchor: float = 0.0
     # content: the request's words beside its text embedding at initialisation (1.0: best on CPCD
     # and, once trained, on the demo; BENCHMARKS.md, "Words" and "Context")
     words_gain: float = 1.0
@@ -107,7 +104,6 @@ class TrainConfig:
             (self.time_budget >= 0, "--time-budget must be 0 (none) or positive"),
             (0 <= self.modality_dropout < 1, "--modality-dropout must be in [0, 1)"),
             (self.net_lr >= 0, "--net-lr must be 0 (frozen) or positive"),
-            (self.anchor >= 0, "--anchor must be 0 (none) or positive"),
             (self.context >= 0, "--context must be 0 (none) or positive"),
             (self.current >= 0, "--current must be 0 (none) or positive"),
             (self.words_gain >= 0, "--words-gain must be 0 or positive"),

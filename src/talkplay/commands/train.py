@@ -85,10 +85,6 @@ def register(app: typer.Typer) -> None:
             d.current_gate, "--current-gate/--no-current-gate",
             help="content: the turn's own message weighs what its text embedding says (learnt), "
                  "not one weight for every message."),
-        anchor: float = typer.Option(
-            d.anchor, "--anchor",
-            help="content: pull the track network toward its initial weights (weight of its squared "
-                 "drift relative to their size; 0: none)."),
         words_gain: float = typer.Option(
             d.words_gain, "--words-gain",
             help="content: weight of the request's words beside its text embedding, at initialisation."),
@@ -117,7 +113,7 @@ def register(app: typer.Typer) -> None:
                           text_every=text_every,
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
                           cards_history=cards_history,
-                          words=words, net_lr=net_lr, anchor=anchor, current_gate=current_gate,
+                          words=words, net_lr=net_lr, current_gate=current_gate,
                           context=context,
                           words_gain=words_gain, current=current)
         out = train_run(Run(run), cfg)

@@ -201,8 +201,6 @@ class Session:
     per_epoch: int
     state: dict[str, Any]
     resumed: str | None = None
-    anchored: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    anchor_size: float = 1.0
     history: list[dict[str, Any]] = field(default_factory=list)
     last_text: float = float("nan")  # the reply-text loss of the last step that had one
     batches: list[list[int]] = field(default_factory=list)
@@ -219,10 +217,8 @@ class Session:
         return batches[: len(batches) // world * world] or batches
 
 
-def _optimizer(model: ContentModel, cfg: Any) -> tuple[torch.optim.Optimizer, list[torch.Tensor],
-                                                        list[torch.Tensor]]:
-    """AdamW over the trainable parameters -> (optimiser, those parameters, the track
-    network's own, which learn at ``cfg.net_lr`` times the rate and ``--anchor`` holds)."""
+def _optimizer(model: ContentModel, cfg: Any) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+    """AdamW over the trainable parameters -> (optimiser, those parameters)."""
     params = [p for p in model.parameters() if p.requires_grad]
     # the gates start at zero with nothing to keep and the current gain is one number: they
     # learn at the full rate
@@ -237,7 +233,7 @@ def _optimizer(model: ContentModel, cfg: Any) -> tuple[torch.optim.Optimizer, li
     groups = [{"params": [p for p in params if id(p) not in net_params], "lr_scale": 1.0},
               {"params": [p for p in params if id(p) in net_params], "lr_scale": cfg.net_lr}]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=0.0)
-    return opt, params, groups[1]["params"]
+    return opt, params
 
 
 def prepare(run: Run, cfg: Any) -> Session:
@@ -271,8 +267,7 @@ def prepare(run: Run, cfg: Any) -> Session:
         current = encode_queries(run, own, encoder) if model.net.reads_current else None
         queries = torch.from_numpy(feats.requests(encode_queries(run, texts, encoder), texts, current,
                                                   own if model.net.current_gain is not None else None))
-    opt, params, net_params = _optimizer(model, cfg)
-    anchored = [(p, p.detach().clone()) for p in net_params] if cfg.anchor else []
+    opt, params = _optimizer(model, cfg)
     state = {"step": 0, "elapsed": 0.0, "epoch": 0, "cursor": 0, "tokens": 0}
     ckpt = run.checkpoints_dir / CHECKPOINT
     resumed = None
@@ -293,8 +288,7 @@ def prepare(run: Run, cfg: Any) -> Session:
     s = Session(run=run, cfg=cfg, acc=acc, model=model, tok=tok, feats=feats, examples=examples,
                 query_index={k: i for i, k in enumerate(keys)}, queries=queries.to(acc.device), opt=opt,
                 params=params, info=info, reply_tracks=reply_tracks, total_steps=total_steps,
-                per_epoch=per_epoch, state=state, resumed=resumed, anchored=anchored,
-                anchor_size=sum(float((p0 ** 2).sum()) for _, p0 in anchored) or 1.0)
+                per_epoch=per_epoch, state=state, resumed=resumed)
     s.batches = s.epoch_order(state["epoch"])
     return s
 
@@ -321,10 +315,7 @@ def step(s: Session, t_loop: float) -> dict[str, Any]:
     # with an early exit, only every text_every-th step runs the whole stack for the reply
     text_step = net.cfg.exit_layer is None or state["step"] % cfg.text_every == 0
     out = s.model(**batch, queries=s.queries, text_weight=cfg.text_weight if text_step else 0.0)
-    loss = out["loss"]
-    if s.anchored:  # L2-SP: the track network's drift from its start, relative to its size
-        loss = loss + cfg.anchor * sum(((p - p0) ** 2).sum() for p, p0 in s.anchored) / s.anchor_size
-    acc.backward(loss)
+    acc.backward(out["loss"])
     acc.clip_grad_norm_(s.params, 1.0)
     s.opt.step()
     s.opt.zero_grad(set_to_none=True)
