@@ -51,7 +51,8 @@ def test_content_model_learns_known_answers(synth_content):
     log = [json.loads(x) for x in (run.path / "train" / "log.jsonl").read_text().splitlines()]
     assert np.mean([x["track_loss"] for x in log[-10:]]) < 0.25 * np.mean([x["track_loss"] for x in log[:5]])
     engine = Engine.load(run.path)
-    assert isinstance(engine, ContentEngine)
+    assert isinstance(engine, ContentEngine) and isinstance(engine, Engine)
+    assert ContentEngine.__mro__ == (ContentEngine, object)  # a sibling: nothing inherited to raise
     turns = held_out_turns(run)
     hits = [engine.recommend(conv, k=1)[0].track_id == gold for conv, gold in turns]
     assert len(hits) >= 40 and sum(hits) / len(hits) >= 0.9
