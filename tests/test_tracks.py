@@ -253,6 +253,21 @@ def test_sampled_softmax_past_the_full_softmax_limit(tmp_path):
     assert model.net.proj["tags"].weight.grad is not None
 
 
+def test_recommend_cli_on_the_content_model_and_beam_refused(synth_content):
+    from typer.testing import CliRunner
+
+    from talkplay.cli import app
+
+    run, _ = synth_content
+    res = CliRunner().invoke(app, ["recommend", str(run.path), "any tango tracks?", "--k", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [t["id"] for t in out["tracks"]][0] == "t3" and len(out["tracks"]) == 3
+    assert out["reply"] and not RAW.search(out["reply"])
+    res = CliRunner().invoke(app, ["recommend", str(run.path), "tango", "--method", "beam"])
+    assert res.exit_code != 0 and "--method beam applies to codes models only" in str(res.exception)
+
+
 def test_chat_with_a_content_model_likes_rejects_and_never_repeats(synth_content):
     import io
 

@@ -29,6 +29,7 @@ from talkplay.engine.explain import Explainer
 from talkplay.engine.lm import lm_forward, pick_token, stop_token_ids
 from talkplay.engine.protocol import EngineConfig, Recommendation, Response, collect_response, resolve_device
 from talkplay.engine.reply import ReplyGuard, ReplyWriter
+from talkplay.errors import InputError
 from talkplay.exclusion import session_exclude
 from talkplay.fingerprint import check_model
 from talkplay.log import get_logger
@@ -61,6 +62,14 @@ class Request:
     context: list[tuple[int, float]]
 
 
+def refuse_codes_options(cfg: EngineConfig) -> None:
+    """Raise ``InputError`` for a codes-only ranking option (``--method beam``): a content
+    model scores every catalog track exactly, so ``auto`` and ``exact`` are what it does."""
+    if cfg.method not in ("auto", "exact"):
+        raise InputError(f"--method {cfg.method} applies to codes models only: a content model "
+                         "scores every catalog track exactly (auto or exact)", field="--method")
+
+
 class ContentEngine:
     """An ``Engine`` over a ``ContentModel``; build with ``ContentEngine.load(run_dir)``."""
 
@@ -68,6 +77,7 @@ class ContentEngine:
                  render_cfg: RenderConfig | None = None, text_model: str | None = None,
                  reply_tracks: int | None = None) -> None:
         self.cfg = cfg or EngineConfig()
+        refuse_codes_options(self.cfg)
         self.device = resolve_device(self.cfg.device)
         self.content = model.to(self.device).eval()
         self.model = self.content.lm
@@ -96,6 +106,7 @@ class ContentEngine:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        refuse_codes_options(cfg or EngineConfig())  # before minutes of loading
         run = Run(run_dir)
         check_model(run)
         meta = json.loads((run.model_dir / "talkplay.json").read_text(encoding="utf-8"))
