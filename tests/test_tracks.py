@@ -268,6 +268,31 @@ def test_recommend_cli_on_the_content_model_and_beam_refused(synth_content):
     assert res.exit_code != 0 and "--method beam applies to codes models only" in str(res.exception)
 
 
+def test_the_content_model_file_carries_its_constants(synth_content, tmp_path):
+    from talkplay.tracks import network
+    from talkplay.tracks.data import CONTEXT_DECAY
+    from talkplay.tracks.meta import ContentMeta
+    from talkplay.tracks.network import TrackNetConfig
+
+    run, _ = synth_content
+    saved = json.loads((run.model_dir / "tracks.json").read_text())
+    assert (saved["gate_scale"], saved["gain_scale"], saved["context_decay"], saved["missing_init"],
+            saved["quiet_row"]) == (network.GATE_SCALE, network.GAIN_SCALE, CONTEXT_DECAY,
+                                    network.MISSING_INIT, network.QUIET_ROW)
+    old = {k: v for k, v in saved.items() if k not in ("gate_scale", "gain_scale", "context_decay")}
+    assert TrackNetConfig(**old) == TrackNetConfig(**saved)  # a model saved before reads today's values
+    meta = ContentMeta.read(run.model_dir)
+    assert meta.track_repr == "content" and meta.cards and meta.max_length == TINY["max_length"]
+    # a saved decay is the one the engine uses, whatever today's default
+    engine = Engine.load(run.path)
+    conv = Conversation(id="c", turns=[Turn(user="play some jazz music", recommended=["t0"]),
+                                       Turn(user="some reggae", recommended=["t1"]), Turn(user="more")])
+    before = engine._requests(conv, [2])[0].context
+    engine.content.net.cfg.context_decay = 0.25
+    after = engine._requests(conv, [2])[0].context
+    assert dict(before)[0] == CONTEXT_DECAY and dict(after)[0] == 0.25
+
+
 def test_chat_with_a_content_model_likes_rejects_and_never_repeats(synth_content):
     import io
 

@@ -1,8 +1,8 @@
 """The engine for content-grounded tracks: one forward, one matrix product, k tracks.
 
 ``ContentEngine.load(run_dir)`` (what ``Engine.load`` returns for such a run: an ``Engine``
-of ``talkplay.engine.protocol``) reads the merged LM, ``tracks.pt`` and the run's *current*
-embeddings, so tracks added with
+of ``talkplay.engine.protocol``) reads the merged LM, ``tracks.pt``, the declared record
+``talkplay.json`` (``talkplay.tracks.meta``) and the run's *current* embeddings, so tracks added with
 ``talkplay catalog add`` and ``talkplay encode`` after training are ranked at once (their
 rows come from their content). A request is rendered as in training, its text embedded
 by the text encoder and added at ``<|music|>``; the hidden state there is scored against
@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from talkplay.cards import Cards
 from talkplay.catalog import Catalog, Conversation, Turn
 from talkplay.dialogs.render import RenderConfig, render_prompt_blocks
 from talkplay.encoders.text import TextEncoder
@@ -38,6 +37,7 @@ from talkplay.names import CatalogNames
 from talkplay.run import Run
 from talkplay.tracks.data import context_rows, current_text, query_text
 from talkplay.tracks.features import TrackFeatures, TrackSlots
+from talkplay.tracks.meta import ContentMeta
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
 
@@ -109,7 +109,7 @@ class ContentEngine:
         refuse_codes_options(cfg or EngineConfig())  # before minutes of loading
         run = Run(run_dir)
         check_model(run)
-        meta = json.loads((run.model_dir / "talkplay.json").read_text(encoding="utf-8"))
+        meta = ContentMeta.read(run.model_dir)
         ncfg = TrackNetConfig(**json.loads((run.model_dir / "tracks.json").read_text(encoding="utf-8")))
         feats = TrackFeatures.from_run(run, dims=ncfg.dims)
         net = TrackNet(ncfg)
@@ -118,11 +118,7 @@ class ContentEngine:
         tok = AutoTokenizer.from_pretrained(run.model_dir)
         model = ContentModel(lm, net, feats)
         catalog = run.load_catalog(validate=False)
-        cards = Cards(catalog) if meta.get("cards") else None  # models trained before cards have none
-        # models trained before cards_history wrote cards after every answer
-        rcfg = RenderConfig(max_length=meta.get("max_length"), cards=cards,
-                            cards_history=meta.get("cards_history", True))
-        return cls(model, tok, catalog, cfg, rcfg, meta.get("text_model"), meta.get("reply_tracks"))
+        return cls(model, tok, catalog, cfg, meta.render_config(catalog), meta.text_model, meta.reply_tracks)
 
     @property
     def guards_replies(self) -> bool:
@@ -162,7 +158,8 @@ class ContentEngine:
         current = dense[len(texts):] if own else None
         vectors = torch.from_numpy(self.content.features.requests(
             dense[: len(texts)], texts, current, own if net.current_gain is not None else None))
-        return [Request(v.to(self.device), context_rows(conversation, t, self.music.index))
+        decay = net.cfg.context_decay  # as the model was trained
+        return [Request(v.to(self.device), context_rows(conversation, t, self.music.index, decay))
                 for v, t in zip(vectors, turns, strict=True)]
 
     def _forward(self, emb: torch.Tensor, cache: Any = None) -> tuple[Any, Any]:
