@@ -268,6 +268,29 @@ def test_recommend_cli_on_the_content_model_and_beam_refused(synth_content):
     assert res.exit_code != 0 and "--method beam applies to codes models only" in str(res.exception)
 
 
+def test_show_mask_on_a_content_run_shows_slots_and_cards_without_a_tokenizer(synth_content, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from talkplay.cli import app
+
+    run, _ = synth_content
+    copy = tmp_path / "run"  # a content run never tokenized
+    shutil.copytree(run.path, copy, ignore=shutil.ignore_patterns("tokenizer", "checkpoints"))
+    res = CliRunner().invoke(app, ["dialogs", str(copy), "--show-mask", "--json"])
+    assert res.exit_code == 0, res.output
+    ex = json.loads(res.stdout.strip().splitlines()[-1])["example"]
+    assert ex["track_repr"] == "content" and ex["cards"] and ex["slots"] >= 2 and ex["ranked_opens"] >= 1
+    kinds = [s["kind"] for s in ex["spans"]]
+    assert "slot" in kinds and "open" in kinds
+    text = "".join(s["text"] for s in ex["spans"])
+    assert "<|track|>[t" in text and '"Song ' in text  # each slot names its track; its card follows
+    assert not any(s["supervised"] for s in ex["spans"] if s["kind"] == "slot")  # rows are not text
+    res = CliRunner().invoke(app, ["dialogs", str(copy), "--show-mask", "--track-repr", "codes"])
+    assert res.exit_code != 0 and "talkplay tokenize" in str(res.exception)
+
+
 def test_the_content_model_file_carries_its_constants(synth_content, tmp_path):
     from talkplay.tracks import network
     from talkplay.tracks.data import CONTEXT_DECAY
