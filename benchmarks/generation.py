@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from talkplay.catalog import Catalog, Conversation, Track, Turn
-from talkplay.engine import Engine, EngineConfig, TrieConstraint
+from talkplay.codes import CodesEngine, TrieConstraint
+from talkplay.engine import EngineConfig
 from talkplay.model import expand_vocab, load_base
 from talkplay.tokenizer import MusicTokenizer, TokenizerConfig
 
@@ -52,9 +53,9 @@ def synthetic_tokenizer(n: int, seed: int = 0) -> tuple[MusicTokenizer, Catalog]
     return tok, catalog
 
 
-def build_engine(args: argparse.Namespace) -> tuple[Engine, str]:
+def build_engine(args: argparse.Namespace) -> tuple[CodesEngine, str]:
     if args.run and (Path(args.run) / "model" / "config.json").exists():
-        return Engine.load(args.run), f"trained model of {args.run}"
+        return CodesEngine.load(args.run), f"trained model of {args.run}"
     if args.run:
         from talkplay.run import Run
 
@@ -66,11 +67,12 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, str]:
         where = f"synthetic catalog of {args.tracks:,} tracks"
     model, tok = load_base(args.base_model)
     expand_vocab(model, tok, music)
-    return Engine(model, tok, music, catalog, EngineConfig()), f"{args.base_model} (untrained rows), {where}"
+    engine = CodesEngine(model, tok, music, catalog, EngineConfig())
+    return engine, f"{args.base_model} (untrained rows), {where}"
 
 
 @torch.inference_mode()
-def gen_speed(engine: Engine, prompt: list[int], n: int, constrained: bool) -> float:
+def gen_speed(engine: CodesEngine, prompt: list[int], n: int, constrained: bool) -> float:
     from transformers import LogitsProcessorList
 
     procs = LogitsProcessorList([TrieConstraint(engine.vocab)] if constrained else [])
@@ -84,7 +86,7 @@ def gen_speed(engine: Engine, prompt: list[int], n: int, constrained: bool) -> f
     return n / dt
 
 
-def processor_cost(engine: Engine, prompt: list[int], calls: int = 300) -> tuple[float, float]:
+def processor_cost(engine: CodesEngine, prompt: list[int], calls: int = 300) -> tuple[float, float]:
     """Mean seconds per ``TrieConstraint`` call outside and inside a music span (vocab-wide scores)."""
     vocab = engine.vocab
     scores = torch.randn(1, engine.model.config.vocab_size)

@@ -3,9 +3,11 @@
 Run as ``python benchmarks/gpu_throughput.py --run RUN --tokenizer DIR [--steps 40] [--json OUT]``
 where RUN has a tokenizer and dialogs (e.g. the CPCD run) and DIR holds a Hugging Face
 tokenizer (the SmolLM2 one: ``~/.cache/talkplay/models/smollm2-135m``). Each setting trains
-``--steps`` steps through ``talkplay.train.train_run`` (the code ``talkplay train`` runs) on a
-scratch copy of RUN and reports tokens/s (the Trainer's count of non-padding tokens over the
-whole ``trainer.train()``, first steps included), seconds per step and peak GPU memory.
+``--steps`` steps through ``talkplay.train.train_run`` (the code ``talkplay train`` runs) of
+the *codes* trainer (``--track-repr codes``: bf16, gradient checkpointing and ``--all-logits``
+are its options; the content trainer refuses them) on a scratch copy of RUN and reports
+tokens/s (the Trainer's count of non-padding tokens over the whole ``trainer.train()``,
+first steps included), seconds per step and peak GPU memory.
 
 The models are the SmolLM2-135M architecture and a Llama-3.2-1B-shaped one (hidden 2048,
 16 layers, 32/8 heads, MLP 8192), both random-initialised with the SmolLM2 vocabulary:
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             if cuda:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-            cfg = TrainConfig(base_model=str(models[shape]), max_steps=args.steps, save_every=10 * args.steps,
+            cfg = TrainConfig(track_repr="codes", base_model=str(models[shape]), max_steps=args.steps,
+                              save_every=10 * args.steps,
                               max_length=args.max_length, lr=1e-4, log_every=10, **overrides)
             try:
                 out = train_run(run, cfg)

@@ -176,7 +176,7 @@ def conversations(run, n: int):
 
 def load(checker: Checker, listeners: int, turns: int, k: int, reply_tokens: int) -> dict:
     from talkplay.catalog import Conversation, Turn
-    from talkplay.engine.core import Recommendation
+    from talkplay.engine.protocol import Recommendation
 
     lat: list[float] = []
     errors: list[str] = []

@@ -54,12 +54,12 @@ class Interrupt:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A tiny demo interrupted in `tokenize`, then resumed to the end."""
+    """A tiny demo interrupted in `dialogs`, then resumed to the end."""
     run = Run(tmp_path_factory.mktemp("demo") / "run")
     cfg = tiny_config()
     seen: list[tuple[str, str]] = []
     mp = pytest.MonkeyPatch()
-    Interrupt(mp, "tokenize")
+    Interrupt(mp, "dialogs")
     with pytest.raises(KeyboardInterrupt):
         run_demo(run, cfg, on_status=lambda _all, st: seen.append((st.name, st.status)))
     mp.undo()
@@ -70,11 +70,13 @@ def finished_run(tmp_path_factory):
 
 def test_interrupted_stage_is_redone_and_finished_ones_are_not(finished_run):
     run, cfg, first, result = finished_run
-    assert ("tokenize", "failed") in first["seen"]
-    assert first["done"] == ["encode", "import"]  # tokenize wrote files but was never recorded
+    assert ("dialogs", "failed") in first["seen"]
+    assert first["done"] == ["encode", "import"]  # dialogs wrote files but was never recorded
     statuses = {s["name"]: s["status"] for s in result["stages"]}
-    assert statuses == {"import": "skipped", "encode": "skipped", "tokenize": "done", "dialogs": "done",
+    # a content model reads no music codes: no tokenize stage, no tokenizer
+    assert statuses == {"import": "skipped", "encode": "skipped", "dialogs": "done",
                         "train": "done", "evaluate": "done"}
+    assert not run.tokenizer_dir.exists()
     now = artifact_mtimes(run)
     for name, mtime in first["mtimes"].items():
         if name == "catalog.parquet" or name.startswith("embeddings/"):
@@ -90,7 +92,7 @@ def test_finished_demo_has_every_artifact_and_beats_nothing_silently(finished_ru
     # synthesized dialogs say how many tracks fit each turn: the table shows that ceiling
     assert ev["systems"]["ceiling"]["is_system"] is False
     assert 0 < ev["systems"]["ceiling"]["all"]["macro"]["hit@10"] <= 1
-    assert sorted(run.stage("demo")["done"]) == sorted(STAGES)
+    assert sorted(run.stage("demo")["done"]) == sorted(s for s in STAGES if s != "tokenize")
 
 
 def test_second_run_skips_everything_via_cli(finished_run):
@@ -111,7 +113,7 @@ def test_changed_training_setting_reruns_only_train_and_evaluate(finished_run, t
     cfg2 = tiny_config(train={**cfg.train, "max_steps": 3})
     result = run_demo(run, cfg2)
     statuses = [s["status"] for s in result["stages"]]
-    assert statuses == ["skipped"] * 4 + ["done", "done"]
+    assert statuses == ["skipped"] * 3 + ["done", "done"]
     assert run.stage("train")["steps"] == 3
 
 
@@ -180,6 +182,12 @@ def test_presets_check_their_stages():
         DemoConfig.preset("cpcd", stop_after="tokenize")  # a stage this demo does not have
     with pytest.raises(InputError, match="stages"):
         DemoConfig(stages=["train", "import"])
+    # tokenize goes with a codes model and only with one: no stage whose output nothing reads
+    with pytest.raises(InputError, match="stages"):
+        DemoConfig(stages=demo.STAGES)
+    with pytest.raises(InputError, match="stages"):
+        DemoConfig(train={"track_repr": "codes"})
+    assert "tokenize" in DemoConfig(stages=demo.STAGES, train={"track_repr": "codes"}).stages
     with pytest.raises(InputError, match="CATALOG"):
         DemoConfig.preset("spotify")
 

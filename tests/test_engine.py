@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from synth_run import KEYWORDS, held_out_turns, trained_synth_run
 from talkplay.catalog import Conversation, Turn
-from talkplay.engine import ChatSession, Engine, EngineConfig, TalkPlayRecommender, TrieConstraint
-from talkplay.engine.core import Response
+from talkplay.codes import CodesEngine, TrieConstraint
+from talkplay.engine import ChatSession, Engine, EngineConfig, TalkPlayRecommender
+from talkplay.engine.protocol import Response
 from talkplay.recommender import Recommender
 
 RAW = re.compile(r"<\|/?music\|>|<[a-z]+_(\d{4}|unk)>")
@@ -73,7 +74,7 @@ def test_constraint_keeps_an_untrained_model_inside_the_catalog(engine):
 
     model, tok = load_base("tiny")
     expand_vocab(model, tok, engine.music)
-    raw = Engine(model, tok, engine.music, engine.catalog)
+    raw = CodesEngine(model, tok, engine.music, engine.catalog)
     prompt = raw.prompt_ids(Conversation(id="c", turns=[Turn(user="anything")])) + [raw.vocab.open_id]
     allowed_only = {"t3"}
     exclude = set(raw.vocab.sequences) - allowed_only
@@ -182,7 +183,7 @@ def test_property_valid_and_never_repeated_within_a_session(engine, data):
 
 
 def test_engine_device_is_chosen_by_config_and_a_bad_name_is_a_clear_error(trained):
-    from talkplay.engine.core import resolve_device
+    from talkplay.engine.protocol import resolve_device
     from talkplay.errors import InputError
 
     eng = Engine.load(trained[0].path, EngineConfig(device="cpu"))

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from talkplay.catalog import Catalog, Conversation, Track, Turn
-from talkplay.engine.core import Recommendation, Response
+from talkplay.engine.protocol import Recommendation, Response
 from talkplay.evaluate.fluency import Fluency
 from talkplay.evaluate.protocols import make_cases
 from talkplay.evaluate.replies import is_cut_off, repeats_trigram, reply_report

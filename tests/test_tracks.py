@@ -51,7 +51,8 @@ def test_content_model_learns_known_answers(synth_content):
     log = [json.loads(x) for x in (run.path / "train" / "log.jsonl").read_text().splitlines()]
     assert np.mean([x["track_loss"] for x in log[-10:]]) < 0.25 * np.mean([x["track_loss"] for x in log[:5]])
     engine = Engine.load(run.path)
-    assert isinstance(engine, ContentEngine)
+    assert isinstance(engine, ContentEngine) and isinstance(engine, Engine)
+    assert ContentEngine.__mro__ == (ContentEngine, object)  # a sibling: nothing inherited to raise
     turns = held_out_turns(run)
     hits = [engine.recommend(conv, k=1)[0].track_id == gold for conv, gold in turns]
     assert len(hits) >= 40 and sum(hits) / len(hits) >= 0.9
@@ -79,11 +80,26 @@ def test_engine_ranks_whole_catalog_masks_seen_tracks_and_replies_in_text(synth_
 
 
 def test_time_budget_and_resume(tmp_path):
+    import dataclasses
+
     run = build_synth_run(tmp_path / "run", n_train=48)
-    out = train_run(run, TrainConfig(**{**TINY, "save_every": 2}, max_steps=4))
-    assert out["steps"] == 4 and (run.checkpoints_dir / "content.pt").exists()
-    again = train_run(run, TrainConfig(**{**TINY, "save_every": 2}, max_steps=6, resume=True))
+    # no time budget: the schedule then depends on the step alone, so a run resumed from the
+    # step-4 checkpoint of a 6-step run must retrace that run's last steps loss for loss
+    steady = TrainConfig(**{**TINY, "save_every": 4, "time_budget": 0.0}, max_steps=6)
+
+    def losses() -> dict[int, list[float]]:
+        log = [json.loads(x) for x in (run.path / "train" / "log.jsonl").read_text().splitlines()]
+        return {h["step"]: [h["loss"], h["track_loss"]] for h in log if h["step"] > 4}
+
+    out = train_run(run, steady)
+    assert out["steps"] == 6 and (run.checkpoints_dir / "content.pt").exists()
+    whole = losses()
+    again = train_run(run, dataclasses.replace(steady, resume=True))
     assert again["resumed_from"] and again["steps"] == 6
+    resumed = losses()
+    assert sorted(resumed) == sorted(whole) == [5, 6]
+    for step in (5, 6):  # the log rounds to 4 decimals
+        assert resumed[step] == pytest.approx(whole[step], rel=1e-3, abs=1e-3), (step, resumed, whole)
     # a budget far below one step's time stops after the first step, with the schedule complete
     quick = train_run(run, TrainConfig(**TINY, max_steps=1000, time_budget=1e-6))
     assert quick["steps"] == 1
@@ -272,6 +288,86 @@ def test_sampled_softmax_past_the_full_softmax_limit(tmp_path):
     assert torch.isfinite(sampled["loss"]) and sampled["track_loss"] < full["track_loss"]  # fewer rivals
     sampled["loss"].backward()
     assert model.net.proj["tags"].weight.grad is not None
+
+
+def test_recommender_contract_on_the_content_model(synth_content):
+    from talkplay.baselines import Recommender
+    from talkplay.engine import TalkPlayRecommender
+
+    run, _ = synth_content
+    rec = TalkPlayRecommender()
+    assert isinstance(rec, Recommender)
+    rec.fit(run)
+    conv = Conversation(id="c", turns=[Turn(user="i want blues")])
+    out = rec.recommend(conv, k=10, exclude={"t4"})
+    assert len(out) == 10 and len({t for t, _ in out}) == 10 and "t4" not in {t for t, _ in out}
+    scores = [s for _, s in out]
+    assert scores == sorted(scores, reverse=True)
+    full = rec.recommend(conv, k=100)  # k beyond the catalog gives every track once
+    assert len(full) == len({t for t, _ in full}) == len(run.load_catalog(validate=False))
+
+
+def test_recommend_cli_on_the_content_model_and_beam_refused(synth_content):
+    from typer.testing import CliRunner
+
+    from talkplay.cli import app
+
+    run, _ = synth_content
+    res = CliRunner().invoke(app, ["recommend", str(run.path), "any tango tracks?", "--k", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [t["id"] for t in out["tracks"]][0] == "t3" and len(out["tracks"]) == 3
+    assert out["reply"] and not RAW.search(out["reply"])
+    res = CliRunner().invoke(app, ["recommend", str(run.path), "tango", "--method", "beam"])
+    assert res.exit_code != 0 and "--method beam applies to codes models only" in str(res.exception)
+
+
+def test_show_mask_on_a_content_run_shows_slots_and_cards_without_a_tokenizer(synth_content, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from talkplay.cli import app
+
+    run, _ = synth_content
+    copy = tmp_path / "run"  # a content run never tokenized
+    shutil.copytree(run.path, copy, ignore=shutil.ignore_patterns("tokenizer", "checkpoints"))
+    res = CliRunner().invoke(app, ["dialogs", str(copy), "--show-mask", "--json"])
+    assert res.exit_code == 0, res.output
+    ex = json.loads(res.stdout.strip().splitlines()[-1])["example"]
+    assert ex["track_repr"] == "content" and ex["cards"] and ex["slots"] >= 2 and ex["ranked_opens"] >= 1
+    kinds = [s["kind"] for s in ex["spans"]]
+    assert "slot" in kinds and "open" in kinds
+    text = "".join(s["text"] for s in ex["spans"])
+    assert "<|track|>[t" in text and '"Song ' in text  # each slot names its track; its card follows
+    assert not any(s["supervised"] for s in ex["spans"] if s["kind"] == "slot")  # rows are not text
+    res = CliRunner().invoke(app, ["dialogs", str(copy), "--show-mask", "--track-repr", "codes"])
+    assert res.exit_code != 0 and "talkplay tokenize" in str(res.exception)
+
+
+def test_the_content_model_file_carries_its_constants(synth_content, tmp_path):
+    from talkplay.tracks import network
+    from talkplay.tracks.data import CONTEXT_DECAY
+    from talkplay.tracks.meta import ContentMeta
+    from talkplay.tracks.network import TrackNetConfig
+
+    run, _ = synth_content
+    saved = json.loads((run.model_dir / "tracks.json").read_text())
+    assert (saved["gate_scale"], saved["gain_scale"], saved["context_decay"], saved["missing_init"],
+            saved["quiet_row"]) == (network.GATE_SCALE, network.GAIN_SCALE, CONTEXT_DECAY,
+                                    network.MISSING_INIT, network.QUIET_ROW)
+    old = {k: v for k, v in saved.items() if k not in ("gate_scale", "gain_scale", "context_decay")}
+    assert TrackNetConfig(**old) == TrackNetConfig(**saved)  # a model saved before reads today's values
+    meta = ContentMeta.read(run.model_dir)
+    assert meta.track_repr == "content" and meta.cards and meta.max_length == TINY["max_length"]
+    # a saved decay is the one the engine uses, whatever today's default
+    engine = Engine.load(run.path)
+    conv = Conversation(id="c", turns=[Turn(user="play some jazz music", recommended=["t0"]),
+                                       Turn(user="some reggae", recommended=["t1"]), Turn(user="more")])
+    before = engine._requests(conv, [2])[0].context
+    engine.content.net.cfg.context_decay = 0.25
+    after = engine._requests(conv, [2])[0].context
+    assert dict(before)[0] == CONTEXT_DECAY and dict(after)[0] == 0.25
 
 
 def test_chat_with_a_content_model_likes_rejects_and_never_repeats(synth_content):

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from talkplay.engine.constraint import ConstraintState, MusicVocab, TrieConstraint
+from talkplay.codes.constraint import ConstraintState, MusicVocab, TrieConstraint
 from talkplay.tokenizer.trie import IdTrie
 from talkplay.vllm_support import (
     XARG_EXCLUDE,

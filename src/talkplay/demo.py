@@ -1,4 +1,5 @@
-"""The end-to-end demo: import, encode, tokenize, dialogs, train, evaluate, in one resumable run.
+"""The end-to-end demo: import, encode, dialogs, train, evaluate, in one resumable run (and
+tokenize, before dialogs, when it trains a codes model).
 
 Call as ``run_demo(Run("runs/demo"), DemoConfig(), on_status=print_fn)`` or from the shell as
 ``talkplay demo``; ``DemoConfig.preset("cpcd")`` (``talkplay demo cpcd``) is the same pipeline
@@ -33,7 +34,6 @@ from talkplay.evaluate import EvalConfig, evaluate_run
 from talkplay.log import get_logger
 from talkplay.run import Run
 from talkplay.sources import ImportConfig, import_into_run
-from talkplay.tokenizer import TokenizerConfig, tokenize_run
 from talkplay.train import train_run
 from talkplay.train_config import TrainConfig
 
@@ -41,6 +41,8 @@ log = get_logger(__name__)
 
 DEMO_STAGE = "demo"  # the run.json stage under which the demo keeps its own records
 STAGES = ("import", "encode", "tokenize", "dialogs", "train", "evaluate")
+# a content model reads no music codes: its demo has no tokenize stage
+CONTENT_STAGES = tuple(s for s in STAGES if s != "tokenize")
 DEMO_COLLECTIONS = {
     "oneills1850": 120, "essenFolksong": 120, "bach": 80, "airdsAirs": 60, "ryansMammoth": 60,
     "miscFolk": 40, "palestrina": 40, "monteverdi": 30, "trecento": 20, "josquin": 10, "beethoven": 10,
@@ -83,7 +85,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # for the modality and the time budget
     "cpcd": {
         "source": "cpcd", "collections": None, "audio_limit": None, "model": None, "keep_layers": None,
-        "stages": ("import", "encode", "dialogs", "train", "evaluate"),
         "encode": {"modalities": ("metadata",)},
         "tokenize": {},
         "dialogs": {"align": False, "search": False},
@@ -124,7 +125,8 @@ class DemoConfig:
     train: dict[str, Any] = field(default_factory=lambda: dict(DEMO_TRAIN))
     evaluate: dict[str, Any] = field(default_factory=lambda: dict(DEMO_EVALUATE))
     stop_after: str | None = None  # a stage name: stop once it is done (tests, partial runs)
-    stages: tuple[str, ...] = STAGES  # the stages this demo has, in STAGES order (cpcd: no tokenize)
+    # the stages this demo has, in STAGES order: tokenize only when training a codes model
+    stages: tuple[str, ...] = CONTENT_STAGES
 
     def __post_init__(self) -> None:
         if self.catalog_limit is not None and self.catalog_limit < 2:
@@ -135,6 +137,10 @@ class DemoConfig:
         if not self.stages or list(self.stages) != [s for s in STAGES if s in self.stages]:
             raise InputError(f"expected some of {', '.join(STAGES)}, in that order, each once",
                              field="stages")
+        codes = self.train.get("track_repr", TrainConfig.track_repr) == "codes"
+        if codes != ("tokenize" in self.stages):  # a stage nothing reads, or one a codes model needs
+            raise InputError("a codes model needs the tokenize stage; a content model reads nothing it "
+                             "writes (stages with tokenize go with train.track_repr codes)", field="stages")
         if self.stop_after is not None and self.stop_after not in self.stages:
             raise InputError(f"unknown stage {self.stop_after!r} (stages: {', '.join(self.stages)})",
                              field="stop_after")
@@ -261,8 +267,16 @@ def _encode_artifacts(run: Run, _cfg: Any = None) -> list[Path]:
 
 
 def _tokenize_build(cfg: DemoConfig) -> Any:
+    from talkplay.tokenizer import TokenizerConfig  # the codes path, only for a codes demo
+
     values = _shortcuts(TokenizerConfig, {"seed": cfg.seed})
     return _make_config(TokenizerConfig, {**values, **cfg.tokenize}, "tokenize")
+
+
+def _tokenize_exec(run: Run, cfg: Any) -> Any:
+    from talkplay.tokenizer import tokenize_run
+
+    return tokenize_run(run, cfg, force=True)
 
 
 def _dialogs_build(cfg: DemoConfig) -> Any:
@@ -294,8 +308,7 @@ PIPELINE: dict[str, Stage] = {
         Stage("import", _import_build, _import_exec, lambda r, c: [r.path / "catalog.parquet"]),
         # rerunning a stage replaces what the demo's own model depended on: it retrains next
         Stage("encode", _encode_build, lambda r, c: encode_run(r, c, force=True), _encode_artifacts),
-        Stage("tokenize", _tokenize_build, lambda r, c: tokenize_run(r, c, force=True),
-              lambda r, c: [r.tokenizer_dir]),
+        Stage("tokenize", _tokenize_build, _tokenize_exec, lambda r, c: [r.tokenizer_dir]),
         Stage("dialogs", _dialogs_build, lambda r, c: build_dialogs(r, c, force=True),
               lambda r, c: [r.dialogs_dir / f"{s}.jsonl" for s in ("train", "valid", "test")]),
         Stage("train", _train_build, train_run, lambda r, c: [r.model_dir / "config.json"]),

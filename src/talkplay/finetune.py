@@ -1,4 +1,4 @@
-"""Pieces both trainers share (``talkplay.train`` for music codes, ``talkplay.tracks.train``
+"""Pieces both trainers share (``talkplay.codes.train`` for music codes, ``talkplay.tracks.train``
 for content-grounded tracks): trimming layers, LoRA, the atomic model folder, the loss plot,
 and the shared clock that stops every process at the same step.
 

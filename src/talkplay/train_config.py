@@ -6,11 +6,33 @@ importing torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from talkplay.errors import TalkPlayError
 
 TRACK_REPRS = ("content", "codes")
+# Fields only one representation's trainer reads, by why the other has no use for them. Set
+# on a run of the other representation they would be dropped without a word, so ``validate``
+# refuses them (``only_for``).
+ONLY_FOR = {
+    "codes": {"the content trainer steps once per batch": "grad_accum",
+              "the content trainer runs in float32 and keeps its activations": "bf16 gradient_checkpointing",
+              "the content trainer has its own text loss": "supervised_logits"},
+    "content": {"a codes model has no track network":
+                "exit_layer inject_gain net_lr words_gain context current",
+                "a codes model has one loss": "text_weight text_every",
+                "a codes model's tracks are its tokenizer's codes": "modalities modality_dropout words",
+                "the codes trainer renders no cards": "cards cards_history"},
+}
+# the flag that moves a switch off its default, where it is not --field-name
+OFF_FLAGS = {"supervised_logits": "--all-logits", "words": "--no-words", "cards": "--no-cards",
+             "cards_history": "--cards-latest"}
+
+
+def only_for(track_repr: str) -> dict[str, tuple[str, str]]:
+    """``{field: (flag, why)}`` of the fields only ``track_repr``'s trainer reads (``ONLY_FOR``)."""
+    return {name: (OFF_FLAGS.get(name, "--" + name.replace("_", "-")), why)
+            for why, names in ONLY_FOR[track_repr].items() for name in names.split()}
 
 
 @dataclass
@@ -111,3 +133,16 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise TalkPlayError(msg)
+        self.refuse_other_representations()
+
+    def refuse_other_representations(self) -> None:
+        """Raise ``TalkPlayError`` naming the first field set off its default that only the
+        other representation's trainer reads (``ONLY_FOR``)."""
+        defaults = {f.name: f.default for f in fields(self)}
+        for repr_ in ONLY_FOR:
+            if repr_ == self.track_repr:
+                continue
+            for name, (flag, why) in only_for(repr_).items():
+                if getattr(self, name) != defaults[name]:
+                    raise TalkPlayError(f"{flag} applies to --track-repr {repr_} only ({why}); "
+                                        f"this run trains --track-repr {self.track_repr}")

@@ -27,7 +27,7 @@ embedding, not a token, so serve it with ``--enable-prompt-embeds`` and send
 token's logprobs rank the catalog exactly as ``talkplay recommend`` does. Export again after
 tracks are added.
 
-The per-request rule is the engine's own (``talkplay.engine.constraint.ConstraintState``
+The per-request rule is the engine's own (``talkplay.codes.constraint.ConstraintState``
 over ``MusicVocab``'s catalog trie) and needs only torch; the vLLM class is defined only
 when vLLM imports.
 """
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from talkplay.atomic import write_json_atomic
-from talkplay.engine.constraint import ConstraintState, MusicVocab
+from talkplay.codes.constraint import ConstraintState, MusicVocab
 from talkplay.errors import InputError, TalkPlayError
 from talkplay.log import get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN

@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
     def _cmd(
         run: Path = run_argument(),
         k: int = typer.Option(3, "--k", help="Tracks per answer."),
-        method: str = typer.Option("auto", "--method", help="Ranking: auto | exact | beam."),
+        method: str = typer.Option("auto", "--method",
+                                   help="Ranking: auto | exact | beam (beam: codes models only)."),
         temperature: float = typer.Option(0.0, "--temperature", help="Reply sampling (0: greedy)."),
     ) -> None:
         """Chat: ask for music; /like N, /reject N, /reset, /quit."""

@@ -10,15 +10,16 @@ import typer
 from talkplay.commands._common import JSON_HELP, emit_json, run_argument
 
 
-def _example(run: Any, split: str, index: int | None, base_model: str | None) -> dict[str, Any]:
-    """Render one conversation and return its (text, supervised) spans and counts."""
+def _example(run: Any, split: str, index: int | None, base_model: str | None,
+             track_repr: str | None) -> dict[str, Any]:
+    """Render one conversation as the model of ``track_repr`` (default: the run's trained
+    model's, else content) trains on it: its spans, each supervised or not, and counts."""
     from talkplay.dialogs import load_dialogs
-    from talkplay.dialogs.render import render_spans
+    from talkplay.engine.protocol import track_repr_of
     from talkplay.errors import InputError
-    from talkplay.model import add_music_tokens, load_tokenizer
-    from talkplay.tokenizer import MusicTokenizer
+    from talkplay.model import load_tokenizer
+    from talkplay.train_config import TrainConfig
 
-    music = MusicTokenizer.load(run.tokenizer_dir)
     convs = load_dialogs(run, split)
     if not convs:
         raise InputError(f"the {split} split is empty", field="--split")
@@ -27,15 +28,71 @@ def _example(run: Any, split: str, index: int | None, base_model: str | None) ->
                       if len(c.turns) > 1 and any(t.recommended for t in c.turns)), 0)
     if not 0 <= index < len(convs):
         raise InputError(f"the {split} split has {len(convs)} conversations", field="--index")
+    trained = (run.model_dir / "config.json").exists()
+    track_repr = track_repr or (track_repr_of(run) if trained else TrainConfig.track_repr)
     if base_model is None and (run.model_dir / "tokenizer_config.json").exists():
         tok = load_tokenizer(run.model_dir)
     else:
         tok = load_tokenizer(base_model or "smollm2-135m")
+    out = {"conversation": convs[index].id, "split": split, "track_repr": track_repr}
+    show = _content_spans if track_repr == "content" else _codes_spans
+    return out | show(run, convs[index], tok)
+
+
+def _codes_spans(run: Any, conv: Any, tok: Any) -> dict[str, Any]:
+    """A codes model's view: each track a block of code tokens, every token text or code."""
+    from talkplay.dialogs.render import render_spans
+    from talkplay.errors import InputError
+    from talkplay.model import add_music_tokens
+
+    if not (run.tokenizer_dir / "tokenizer.npz").exists():
+        raise InputError(f"{run.tokenizer_dir} holds no music tokenizer: a codes model is trained on "
+                         "the codes of `talkplay tokenize`", field="--track-repr")
+    from talkplay.tokenizer import MusicTokenizer  # the codes path, only for a codes run
+
+    music = MusicTokenizer.load(run.tokenizer_dir)
     add_music_tokens(tok, music)
-    spans, rendered = render_spans(convs[index], tok, music)
-    return {"conversation": convs[index].id, "split": split, "tokens": len(rendered.input_ids),
-            "supervised": sum(rendered.loss_mask), "music_tokens": len(rendered.music_positions),
-            "spans": [{"text": t, "supervised": s} for t, s in spans]}
+    spans, rendered = render_spans(conv, tok, music)
+    return {"tokens": len(rendered.input_ids), "supervised": sum(rendered.loss_mask),
+            "music_tokens": len(rendered.music_positions),
+            "spans": [{"text": t, "supervised": s, "kind": "text"} for t, s in spans]}
+
+
+def _content_spans(run: Any, conv: Any, tok: Any) -> dict[str, Any]:
+    """A content model's view, as ``talkplay.tracks.data.Example`` builds it: a ``<|track|>``
+    slot per track (its row, named here by the track's id), the cards after them, the reply
+    text (the text loss) and the ``<|music|>`` opens whose next track the track head learns."""
+    from talkplay.dialogs.render import render
+    from talkplay.model import add_music_tokens
+    from talkplay.tracks.data import Example
+    from talkplay.tracks.features import TrackSlots
+    from talkplay.tracks.meta import ContentMeta, render_config
+    from talkplay.train_config import TrainConfig
+
+    catalog = run.load_catalog(validate=False)
+    slots = TrackSlots(catalog.ids())
+    add_music_tokens(tok, slots)
+    if (run.model_dir / "tracks.json").exists():  # as the trained model reads it
+        rcfg = ContentMeta.read(run.model_dir).render_config(catalog)
+    else:  # as `talkplay train` would, with its defaults
+        d = TrainConfig()
+        rcfg = render_config(catalog, d.max_length, d.cards, d.cards_history)
+    ex = Example.from_rendered(render(conv, tok, slots, rcfg), conv, tok, slots)
+    slot_at = {p: slots.track_ids[row] for p, row in ex.slots}
+    ranked = {o.position for o in ex.opens if o.target >= 0}
+    ids = ex.input_ids
+    runs: list[dict[str, Any]] = []  # text runs of one mask value; each slot and ranked open alone
+    for p, i in enumerate(ids):
+        kind = "slot" if p in slot_at else "open" if p in ranked else "text"
+        sup = kind == "open" or (kind == "text" and ex.labels[p] != -100)
+        if kind == "text" and runs and runs[-1]["kind"] == "text" and runs[-1]["supervised"] == sup:
+            runs[-1]["ids"].append(i)
+        else:
+            runs.append({"kind": kind, "supervised": sup, "ids": [i], "at": p})
+    spans = [{"text": f"<|track|>[{slot_at[r['at']]}]" if r["kind"] == "slot" else tok.decode(r["ids"]),
+              "supervised": r["supervised"], "kind": r["kind"]} for r in runs]
+    return {"tokens": len(ids), "supervised": sum(x != -100 for x in ex.labels), "slots": len(ex.slots),
+            "ranked_opens": len(ranked), "cards": rcfg.cards is not None, "spans": spans}
 
 
 def _print_example(ex: dict[str, Any]) -> None:
@@ -43,13 +100,23 @@ def _print_example(ex: dict[str, Any]) -> None:
     from rich.text import Text
 
     console = Console()
-    console.rule(f"{ex['conversation']} ({ex['split']}): {ex['tokens']} tokens, "
-                 f"{ex['supervised']} supervised, {ex['music_tokens']} music tokens")
+    if ex["track_repr"] == "content":
+        counts = (f"{ex['supervised']} text-loss tokens, {ex['slots']} track slots, "
+                  f"{ex['ranked_opens']} ranked <|music|>")
+    else:
+        counts = f"{ex['supervised']} supervised, {ex['music_tokens']} music tokens"
+    console.rule(f"{ex['conversation']} ({ex['split']}, {ex['track_repr']}): {ex['tokens']} tokens, {counts}")
+    styles = {"slot": "bold cyan", "open": "bold black on magenta"}
     text = Text()
     for span in ex["spans"]:
-        text.append(span["text"], style="bold black on green" if span["supervised"] else "dim")
+        style = styles.get(span["kind"]) or ("bold black on green" if span["supervised"] else "dim")
+        text.append(span["text"], style=style)
     console.print(text, soft_wrap=True)
-    console.rule("[bold black on green] supervised [/] = loss mask 1; dim = context only")
+    legend = "[bold black on green] supervised [/] = text loss; dim = context only"
+    if ex["track_repr"] == "content":
+        legend += ("; [bold cyan]<|track|>[id][/] = a track's row; "
+                   "[bold black on magenta] <|music|> [/] = the track head learns the next track")
+    console.rule(legend)
 
 
 def register(app: typer.Typer) -> None:
@@ -80,6 +147,9 @@ def register(app: typer.Typer) -> None:
         index: int = typer.Option(None, "--index", help="Conversation to show with --show-mask."),
         base_model: str = typer.Option(None, "--base-model", help="Tokenizer for --show-mask (default: the "
                                        "run's trained model, else smollm2-135m)."),
+        track_repr: str = typer.Option(None, "--track-repr", help="The model --show-mask shows the "
+                                       "training view of: content or codes (default: the run's "
+                                       "trained model's, else content)."),
         force: bool = typer.Option(False, "--force",
                                    help="Replace the dialogs even when the trained model learnt from them "
                                         "(the model must then be retrained)."),
@@ -100,7 +170,7 @@ def register(app: typer.Typer) -> None:
                                 min_turns=min(2, max_turns))
             info = build_dialogs(r, cfg, force=force)
         if show_mask:
-            info["example"] = _example(r, split, index, base_model)
+            info["example"] = _example(r, split, index, base_model, track_repr)
         if as_json:
             emit_json(info)
             return

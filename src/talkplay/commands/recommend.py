@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
         run: Path = run_argument(),
         query: str = typer.Argument(..., help="What to listen to."),
         k: int = typer.Option(10, "--k", help="How many tracks."),
-        method: str = typer.Option("auto", "--method", help="Ranking: auto | exact | beam."),
+        method: str = typer.Option("auto", "--method",
+                                   help="Ranking: auto | exact | beam (beam: codes models only)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Recommend k catalog tracks for a request, with reasons and a reply."""

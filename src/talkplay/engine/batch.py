@@ -33,9 +33,10 @@ from typing import Any
 import torch
 
 from talkplay.catalog import Conversation, Turn
-from talkplay.engine.core import Recommendation, Response, session_exclude
-from talkplay.engine.ranking import lm_forward
+from talkplay.engine.lm import lm_forward
+from talkplay.engine.protocol import Recommendation, Response
 from talkplay.engine.reply import Feed, ReplyGuard, ReplyWriter, clean_reply
+from talkplay.exclusion import session_exclude
 
 Item = Any  # list[Recommendation] | str | Finished
 

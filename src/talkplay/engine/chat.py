@@ -18,7 +18,8 @@ from rich.markup import escape
 
 from talkplay.catalog import Conversation, Turn
 from talkplay.engine.chat_session import ChatSession
-from talkplay.engine.core import Engine, EngineConfig, Recommendation, Response, clean_reply
+from talkplay.engine.protocol import Engine, EngineConfig, Recommendation, Response
+from talkplay.engine.reply import clean_reply
 from talkplay.errors import TalkPlayError
 
 HELP = ("commands: /like N, /reject N (N = card number), /reset (start over), /help, /quit; "

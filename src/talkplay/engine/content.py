@@ -1,7 +1,8 @@
 """The engine for content-grounded tracks: one forward, one matrix product, k tracks.
 
-``ContentEngine.load(run_dir)`` (what ``Engine.load`` returns for such a run) reads the
-merged LM, ``tracks.pt`` and the run's *current* embeddings, so tracks added with
+``ContentEngine.load(run_dir)`` (what ``Engine.load`` returns for such a run: an ``Engine``
+of ``talkplay.engine.protocol``) reads the merged LM, ``tracks.pt``, the declared record
+``talkplay.json`` (``talkplay.tracks.meta``) and the run's *current* embeddings, so tracks added with
 ``talkplay catalog add`` and ``talkplay encode`` after training are ranked at once (their
 rows come from their content). A request is rendered as in training, its text embedded
 by the text encoder and added at ``<|music|>``; the hidden state there is scored against
@@ -20,28 +21,23 @@ from typing import Any
 
 import torch
 
-from talkplay.cards import Cards
 from talkplay.catalog import Catalog, Conversation, Turn
 from talkplay.dialogs.render import RenderConfig, render_prompt_blocks
 from talkplay.encoders.text import TextEncoder
-from talkplay.engine.core import (
-    Engine,
-    EngineConfig,
-    Recommendation,
-    register_loader,
-    resolve_device,
-    session_exclude,
-)
 from talkplay.engine.explain import Explainer
-from talkplay.engine.ranking import lm_forward
+from talkplay.engine.lm import lm_forward, pick_token, stop_token_ids
+from talkplay.engine.protocol import EngineConfig, Recommendation, Response, collect_response, resolve_device
 from talkplay.engine.reply import ReplyGuard, ReplyWriter
-from talkplay.errors import TalkPlayError
+from talkplay.errors import InputError
+from talkplay.exclusion import session_exclude
+from talkplay.fingerprint import check_model
 from talkplay.log import get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
 from talkplay.names import CatalogNames
 from talkplay.run import Run
 from talkplay.tracks.data import context_rows, current_text, query_text
 from talkplay.tracks.features import TrackFeatures, TrackSlots
+from talkplay.tracks.meta import ContentMeta
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
 
@@ -66,13 +62,22 @@ class Request:
     context: list[tuple[int, float]]
 
 
-class ContentEngine(Engine):
-    """``Engine`` over a ``ContentModel``; build with ``Engine.load(run_dir)``."""
+def refuse_codes_options(cfg: EngineConfig) -> None:
+    """Raise ``InputError`` for a codes-only ranking option (``--method beam``): a content
+    model scores every catalog track exactly, so ``auto`` and ``exact`` are what it does."""
+    if cfg.method not in ("auto", "exact"):
+        raise InputError(f"--method {cfg.method} applies to codes models only: a content model "
+                         "scores every catalog track exactly (auto or exact)", field="--method")
+
+
+class ContentEngine:
+    """An ``Engine`` over a ``ContentModel``; build with ``ContentEngine.load(run_dir)``."""
 
     def __init__(self, model: ContentModel, tokenizer: Any, catalog: Catalog, cfg: EngineConfig | None = None,
                  render_cfg: RenderConfig | None = None, text_model: str | None = None,
                  reply_tracks: int | None = None) -> None:
         self.cfg = cfg or EngineConfig()
+        refuse_codes_options(self.cfg)
         self.device = resolve_device(self.cfg.device)
         self.content = model.to(self.device).eval()
         self.model = self.content.lm
@@ -81,7 +86,7 @@ class ContentEngine(Engine):
         self.music = TrackSlots(catalog.ids())
         self.render_cfg = render_cfg or RenderConfig()
         self.explainer = Explainer(self.music, catalog)
-        self.stop_ids = self._stop_ids()
+        self.stop_ids = stop_token_ids(self.model, tokenizer)
         self.last_method = ""
         self.text = TextEncoder(text_model)
         self.reply_tracks = reply_tracks  # tracks written before the reply (None: all k)
@@ -95,12 +100,16 @@ class ContentEngine(Engine):
 
     @classmethod
     def load(cls, run_dir: str | Path, cfg: EngineConfig | None = None) -> ContentEngine:
+        """Load ``run/model`` (merged LM, ``tracks.pt``) over the run's current embeddings;
+        raises ``StaleArtifactError`` when those changed in a way the model cannot read."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        refuse_codes_options(cfg or EngineConfig())  # before minutes of loading
         run = Run(run_dir)
-        meta = json.loads((run.model_dir / "talkplay.json").read_text(encoding="utf-8"))
+        check_model(run)
+        meta = ContentMeta.read(run.model_dir)
         ncfg = TrackNetConfig(**json.loads((run.model_dir / "tracks.json").read_text(encoding="utf-8")))
         feats = TrackFeatures.from_run(run, dims=ncfg.dims)
         net = TrackNet(ncfg)
@@ -109,15 +118,16 @@ class ContentEngine(Engine):
         tok = AutoTokenizer.from_pretrained(run.model_dir)
         model = ContentModel(lm, net, feats)
         catalog = run.load_catalog(validate=False)
-        cards = Cards(catalog) if meta.get("cards") else None  # models trained before cards have none
-        # models trained before cards_history wrote cards after every answer
-        rcfg = RenderConfig(max_length=meta.get("max_length"), cards=cards,
-                            cards_history=meta.get("cards_history", True))
-        return cls(model, tok, catalog, cfg, rcfg, meta.get("text_model"), meta.get("reply_tracks"))
+        return cls(model, tok, catalog, cfg, meta.render_config(catalog), meta.text_model, meta.reply_tracks)
 
     @property
     def guards_replies(self) -> bool:
+        """``EngineConfig.guard_replies``: replies are checked against the answer's tracks."""
         return self.cfg.guard_replies
+
+    def pick(self, scores: torch.Tensor, gen: torch.Generator) -> int:
+        """The next reply token from one row of scores (greedy, or top-p at ``temperature``)."""
+        return pick_token(scores, gen, self.cfg.temperature, self.cfg.top_p)
 
     @cached_property
     def names(self) -> CatalogNames:
@@ -148,7 +158,8 @@ class ContentEngine(Engine):
         current = dense[len(texts):] if own else None
         vectors = torch.from_numpy(self.content.features.requests(
             dense[: len(texts)], texts, current, own if net.current_gain is not None else None))
-        return [Request(v.to(self.device), context_rows(conversation, t, self.music.index))
+        decay = net.cfg.context_decay  # as the model was trained
+        return [Request(v.to(self.device), context_rows(conversation, t, self.music.index, decay))
                 for v, t in zip(vectors, turns, strict=True)]
 
     def _forward(self, emb: torch.Tensor, cache: Any = None) -> tuple[Any, Any]:
@@ -234,14 +245,21 @@ class ContentEngine(Engine):
         liked = [x for t in conversation.turns for x in t.liked]
         return [Recommendation(t, s, self.why(t, liked)) for t, s in ranked], (cache, q)
 
-    def rank_ids(self, prompt_ids: list[int], k: int = 10, exclude: Iterable[str] = ()) -> tuple[
-            list[tuple[str, float]], str]:
-        raise TalkPlayError("a content-grounded model ranks conversations, not token ids: use recommend()")
+    def recommend(self, conversation: Conversation, k: int = 10, exclude: Iterable[str] = ()) -> list[
+            Recommendation]:
+        """k distinct catalog tracks for the conversation's last request, best first; never one
+        the conversation already recommended, liked or rejected, nor one in ``exclude``."""
+        return self._recommend(conversation, k, exclude)[0]
+
+    def respond(self, conversation: Conversation, k: int = 3, exclude: Iterable[str] = ()) -> Response:
+        """Recommendations and the model's reply for the conversation's last request."""
+        return collect_response(self, conversation, k, exclude)
 
     # -- reply ------------------------------------------------------------------------------
     @torch.inference_mode()
     def stream_respond(self, conversation: Conversation, k: int = 3, exclude: Iterable[str] = ()) -> Iterator[
             Recommendation | str]:
+        """Yield each ``Recommendation`` (best first), then the reply as text chunks."""
         recs, (cache, q) = self._recommend(conversation, k, exclude, reply=True)
         yield from recs
         if not recs:
@@ -270,6 +288,3 @@ class ContentEngine(Engine):
                 ids += self.tokenizer(cards(r.track_id), add_special_tokens=False)["input_ids"]
         # without cards no separator here: in training it is tokenized with the reply's first word
         return self._embed(ids, slots, opens)
-
-
-register_loader("content", ContentEngine.load)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from talkplay.catalog import Conversation
-from talkplay.engine.ranking import lm_forward
+from talkplay.engine.lm import lm_forward
 from talkplay.exclusion import session_exclude
 from talkplay.names import CatalogNames, Mention, occurs
 
@@ -146,7 +146,7 @@ class Feed:
 
 
 class ReplyWriter:
-    """Decode a reply for ``engine`` (an ``Engine``): ``ReplyWriter(engine, guard).stream(logits, cache)``."""
+    """Decode a reply for a ``ContentEngine``: ``ReplyWriter(engine, guard).stream(logits, cache)``."""
 
     def __init__(self, engine: Any, guard: ReplyGuard | None = None) -> None:
         self.engine = engine

@@ -55,9 +55,11 @@ def context_tracks(conv: Conversation, turn: int, decay: float = CONTEXT_DECAY) 
     return list(out.items())
 
 
-def context_rows(conv: Conversation, turn: int, index: dict[str, int]) -> list[tuple[int, float]]:
-    """``context_tracks`` as ``(row, weight)`` by ``index`` (track id -> row); unknown ids dropped."""
-    return [(index[t], w) for t, w in context_tracks(conv, turn) if t in index]
+def context_rows(conv: Conversation, turn: int, index: dict[str, int],
+                 decay: float = CONTEXT_DECAY) -> list[tuple[int, float]]:
+    """``context_tracks`` as ``(row, weight)`` by ``index`` (track id -> row); unknown ids dropped.
+    A trained model passes the ``decay`` it was trained with (``TrackNetConfig.context_decay``)."""
+    return [(index[t], w) for t, w in context_tracks(conv, turn, decay) if t in index]
 
 
 @dataclass

@@ -28,7 +28,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from talkplay.tracks.data import CONTEXT_DECAY
 from talkplay.tracks.words import WORDS
+
+# the context gate's logits and the log of the current gain: lets a zero-initialised parameter
+# move a long way within tens of steps (Adam's steps are about the learning rate)
+GATE_SCALE = GAIN_SCALE = 20.0
+MISSING_INIT = 1e-2  # the "missing" rows' random start
+QUIET_ROW = 0.2  # a modality with no shared space with the request starts this quiet beside text rows
 
 
 @dataclass
@@ -68,6 +75,13 @@ class TrackNetConfig:
     # ("thank you!", whose words a title can echo). False: one gain for every message, as
     # nets saved before. BENCHMARKS.md, "Learning beyond the start"
     current_gate: bool = False
+    # constants that change what a trained net computes or how it started, saved with it so a
+    # retuned default never changes a model trained before (nets saved without them used these)
+    gate_scale: float = GATE_SCALE
+    gain_scale: float = GAIN_SCALE
+    context_decay: float = CONTEXT_DECAY  # talkplay.tracks.data.context_tracks
+    missing_init: float = MISSING_INIT
+    quiet_row: float = QUIET_ROW
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,11 +93,6 @@ def isometry(hidden: int, query_dim: int, seed: int) -> torch.Tensor:
     a = torch.randn(max(hidden, query_dim), min(hidden, query_dim), generator=gen, dtype=torch.float64)
     q, _ = torch.linalg.qr(a)
     return (q if hidden >= query_dim else q.T).float()
-
-
-# the context gate's logits and the log of the current gain: lets a zero-initialised parameter
-# move a long way within tens of steps (Adam's steps are about the learning rate)
-GATE_SCALE = GAIN_SCALE = 20.0
 
 
 class TrackNet(nn.Module):
@@ -104,7 +113,7 @@ class TrackNet(nn.Module):
         self.context_in = nn.Linear(cfg.hidden, cfg.hidden, bias=False) if cfg.context else None
         self.context_gate = nn.Linear(cfg.query_dim, 1) if cfg.context else None
         # the turn's own message through the same projections as the request, times a learnt
-        # gain cfg.current * exp(GAIN_SCALE * current_gain), from zero
+        # gain cfg.current * exp(cfg.gain_scale * current_gain), from zero
         self.current_gain = nn.Parameter(torch.zeros(())) if cfg.current else None
         self.current_gate = (nn.Linear(cfg.query_dim, 1, bias=False)
                              if cfg.current and cfg.current_gate else None)
@@ -126,8 +135,8 @@ class TrackNet(nn.Module):
                     lin.weight.copy_(p)
                 else:  # no shared space with the request: a random start, quiet beside text rows
                     w = isometry(cfg.hidden, cfg.dims[m], cfg.seed + 2 + len(m))
-                    lin.weight.copy_(w * (0.2 if shared else 1.0))
-            net.missing.copy_(1e-2 * torch.randn(net.missing.shape, generator=gen))
+                    lin.weight.copy_(w * (cfg.quiet_row if shared else 1.0))
+            net.missing.copy_(cfg.missing_init * torch.randn(net.missing.shape, generator=gen))
             gain = 1.0 if cfg.unit_query else cfg.inject_gain * cfg.row_norm
             net.query_in.weight.copy_(p * gain)
             if net.query_words is not None:
@@ -191,12 +200,12 @@ class TrackNet(nn.Module):
             logit = self.current_gain
             if self.current_gate is not None:
                 logit = logit + self.current_gate(q[..., d + w: 2 * d + w])
-            gain = self.cfg.current * torch.exp(GAIN_SCALE * logit)
+            gain = self.cfg.current * torch.exp(self.cfg.gain_scale * logit)
             out = out + gain * self._text(q[..., d + w:])
         if context is not None and self.context_in is not None:
             c = self.context_in(context.to(out.dtype))
             if self.context_gate is not None:
-                c = c * 2 * torch.sigmoid(GATE_SCALE * self.context_gate(q[..., d + w: 2 * d + w]))
+                c = c * 2 * torch.sigmoid(self.cfg.gate_scale * self.context_gate(q[..., d + w: 2 * d + w]))
             out = out + c
         return out * (self.cfg.inject_gain * self.cfg.row_norm) if self.cfg.unit_query else out
 

@@ -22,36 +22,14 @@ only to excluded tracks), so the beam never wastes a slot on them.
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from talkplay.engine.constraint import MusicVocab, Prefix
-
-EXACT_BUDGET = 4096  # scoring tokens; ~1,000 tracks of 5 codes
-
-
-@functools.lru_cache(maxsize=8)
-def _cache_kw(forward_cls: type) -> str:
-    # transformers >= 5.2x names the KV cache argument `cache`; older versions `past_key_values`
-    return "cache" if "cache" in inspect.signature(forward_cls.forward).parameters else "past_key_values"
-
-
-def lm_forward(model: Any, cache: Any = None, **inputs: Any) -> tuple[Any, Any]:
-    """One forward with a KV cache: returns (model output, updated cache), across transformers
-    versions. ``inputs``: ``input_ids=`` or ``inputs_embeds=``, plus any other forward argument."""
-    kw = {} if cache is None else {_cache_kw(type(model)): cache}
-    out = model(use_cache=True, **inputs, **kw)
-    return out, out["cache"] if "cache" in out else out["past_key_values"]
-
-
-def lm_step(model: Any, input_ids: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, Any]:
-    """One forward of ids with a KV cache: returns (logits, updated cache)."""
-    out, new = lm_forward(model, cache, input_ids=input_ids)
-    return out.logits, new
+from talkplay.codes.constraint import MusicVocab, Prefix
+from talkplay.engine.lm import lm_step
+from talkplay.engine.protocol import EXACT_BUDGET
 
 
 @torch.inference_mode()
