@@ -44,7 +44,7 @@ COMMANDS: dict[tuple[str, ...], tuple[type, dict[str, Any]]] = {
     ("tokenize",): (TokenizerConfig, {}),
     ("dialogs",): (DialogsConfig, {"no_align": "!align", "no_search": "!search",
                                    "no_imported": "!include_imported", "show_mask": NOT, "split": NOT,
-                                   "index": NOT, "base_model": NOT}),
+                                   "index": NOT, "base_model": NOT, "track_repr": NOT}),
     ("train",): (TrainConfig, {}),
     ("recommend",): (RecommendConfig, {}),
     ("chat",): (EngineConfig, {"k": NOT}),  # checked against chat_loop below
