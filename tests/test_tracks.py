@@ -80,11 +80,26 @@ def test_engine_ranks_whole_catalog_masks_seen_tracks_and_replies_in_text(synth_
 
 
 def test_time_budget_and_resume(tmp_path):
+    import dataclasses
+
     run = build_synth_run(tmp_path / "run", n_train=48)
-    out = train_run(run, TrainConfig(**{**TINY, "save_every": 2}, max_steps=4))
-    assert out["steps"] == 4 and (run.checkpoints_dir / "content.pt").exists()
-    again = train_run(run, TrainConfig(**{**TINY, "save_every": 2}, max_steps=6, resume=True))
+    # no time budget: the schedule then depends on the step alone, so a run resumed from the
+    # step-4 checkpoint of a 6-step run must retrace that run's last steps loss for loss
+    steady = TrainConfig(**{**TINY, "save_every": 4, "time_budget": 0.0}, max_steps=6)
+
+    def losses() -> dict[int, list[float]]:
+        log = [json.loads(x) for x in (run.path / "train" / "log.jsonl").read_text().splitlines()]
+        return {h["step"]: [h["loss"], h["track_loss"]] for h in log if h["step"] > 4}
+
+    out = train_run(run, steady)
+    assert out["steps"] == 6 and (run.checkpoints_dir / "content.pt").exists()
+    whole = losses()
+    again = train_run(run, dataclasses.replace(steady, resume=True))
     assert again["resumed_from"] and again["steps"] == 6
+    resumed = losses()
+    assert sorted(resumed) == sorted(whole) == [5, 6]
+    for step in (5, 6):  # the log rounds to 4 decimals
+        assert resumed[step] == pytest.approx(whole[step], rel=1e-3, abs=1e-3), (step, resumed, whole)
     # a budget far below one step's time stops after the first step, with the schedule complete
     quick = train_run(run, TrainConfig(**TINY, max_steps=1000, time_budget=1e-6))
     assert quick["steps"] == 1
@@ -251,6 +266,23 @@ def test_sampled_softmax_past_the_full_softmax_limit(tmp_path):
     assert torch.isfinite(sampled["loss"]) and sampled["track_loss"] < full["track_loss"]  # fewer rivals
     sampled["loss"].backward()
     assert model.net.proj["tags"].weight.grad is not None
+
+
+def test_recommender_contract_on_the_content_model(synth_content):
+    from talkplay.engine import TalkPlayRecommender
+    from talkplay.recommender import Recommender
+
+    run, _ = synth_content
+    rec = TalkPlayRecommender()
+    assert isinstance(rec, Recommender)
+    rec.fit(run)
+    conv = Conversation(id="c", turns=[Turn(user="i want blues")])
+    out = rec.recommend(conv, k=10, exclude={"t4"})
+    assert len(out) == 10 and len({t for t, _ in out}) == 10 and "t4" not in {t for t, _ in out}
+    scores = [s for _, s in out]
+    assert scores == sorted(scores, reverse=True)
+    full = rec.recommend(conv, k=100)  # k beyond the catalog gives every track once
+    assert len(full) == len({t for t, _ in full}) == len(run.load_catalog(validate=False))
 
 
 def test_recommend_cli_on_the_content_model_and_beam_refused(synth_content):
