@@ -22,7 +22,6 @@ from talkplay.catalog import Catalog
 from talkplay.errors import InputError
 from talkplay.log import get_logger
 from talkplay.sources.base import ImportConfig, import_tracks_into_run
-from talkplay.tokenizer import extend_run
 
 log = get_logger(__name__)
 PLOT_FILE = "catalog_stats.png"
@@ -146,6 +145,8 @@ def add_tracks(run: Any, cfg: AddConfig) -> dict[str, Any]:
     info["new_track_ids"] = [t.id for t in new_tracks]
     info["tokenizer"] = None
     if new_tracks and Path(run.tokenizer_dir).exists():
+        from talkplay.tokenizer import extend_run  # the codes path: only for a run that has codes
+
         info["tokenizer"] = extend_run(run, new_tracks)
     elif new_tracks:
         log.info("no tokenizer in this run yet: the new tracks get codes when `talkplay tokenize` runs")
