@@ -291,8 +291,8 @@ def test_sampled_softmax_past_the_full_softmax_limit(tmp_path):
 
 
 def test_recommender_contract_on_the_content_model(synth_content):
-    from talkplay.baselines import Recommender
     from talkplay.engine import TalkPlayRecommender
+    from talkplay.recommender import Recommender
 
     run, _ = synth_content
     rec = TalkPlayRecommender()
