@@ -78,10 +78,10 @@ def test_the_walk_finds_a_codes_import():
 
 
 def test_fresh_interpreter():
-    """Importing the CLI, the engine, the trainer, the server and `catalog add` loads no codes
-    module (they import it only for a run that has codes)."""
+    """Importing the CLI, the engine, the trainer, the server, `catalog add`, evaluation and the
+    demo loads no codes module (they import it only for a run that has codes)."""
     code = ("import sys, json, talkplay.cli, talkplay.engine, talkplay.train, talkplay.serve.app, "
-            "talkplay.sources.stats\n"
+            "talkplay.sources.stats, talkplay.evaluate.runner, talkplay.demo\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('talkplay.'))))")
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join([str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH", "")])}

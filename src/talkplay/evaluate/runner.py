@@ -54,7 +54,6 @@ from talkplay.splits import (
     run_split,
     training_playlists,
 )
-from talkplay.tokenizer import MusicTokenizer
 
 log = get_logger(__name__)
 
@@ -210,7 +209,11 @@ def _talkplay_factory(run: Run) -> Callable[[], Recommender]:
     if not run.model_dir.exists():
         raise InputError(f"no trained model in {run.model_dir}; run `talkplay train` first",
                          field="--systems")
-    music = MusicTokenizer.load(run.tokenizer_dir) if (run.tokenizer_dir / "tokenizer.npz").exists() else None
+    music = None
+    if (run.tokenizer_dir / "tokenizer.npz").exists():  # a codes run: its model reads the tokenizer
+        from talkplay.tokenizer import MusicTokenizer
+
+        music = MusicTokenizer.load(run.tokenizer_dir)
     fingerprint.check_model(run, music, for_eval=True)
 
     def make() -> Recommender:
