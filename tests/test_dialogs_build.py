@@ -186,14 +186,23 @@ def test_cli_builds_and_shows_the_mask(run):
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["synthesized"] == 30 and info["train"] > 0
+    # as the model that ships trains on it: a slot per track, cards, the opens the head learns
     res = runner.invoke(app, ["dialogs", str(run.path), "--show-mask", "--base-model", "tiny", "--json"])
+    assert res.exit_code == 0, res.output
+    ex = json.loads(res.stdout)["example"]
+    assert ex["track_repr"] == "content" and ex["supervised"] > 0
+    assert ex["slots"] > 0 and ex["ranked_opens"] > 0
+    assert any(s["kind"] == "slot" and s["text"].startswith("<|track|>[") for s in ex["spans"])
+    assert not any(s["supervised"] and "<|im_start|>user" in s["text"] for s in ex["spans"])
+    # and as a codes model would, from the run's music tokenizer
+    res = runner.invoke(app, ["dialogs", str(run.path), "--show-mask", "--base-model", "tiny",
+                              "--track-repr", "codes", "--json"])
     assert res.exit_code == 0, res.output
     ex = json.loads(res.stdout)["example"]
     assert ex["supervised"] > 0 and ex["music_tokens"] > 0
     assert any(s["supervised"] and "<|music|>" in s["text"] for s in ex["spans"])
-    assert not any(s["supervised"] and "<|im_start|>user" in s["text"] for s in ex["spans"])
     res = runner.invoke(app, ["dialogs", str(run.path), "--show-mask", "--base-model", "tiny"])
-    assert res.exit_code == 0 and "supervised" in res.stdout and "<|/music|>" in res.stdout
+    assert res.exit_code == 0 and "supervised" in res.stdout and "<|track|>" in res.stdout
 
 
 class _Teacher(BaseHTTPRequestHandler):
