@@ -158,17 +158,22 @@ class WorkQueue:
 
         async def consume() -> AsyncIterator[T]:
             try:
-                while True:
-                    kind, value = await asyncio.wait_for(items.get(), self.timeout_s)
-                    if kind == "end":
-                        return
-                    if kind == "error":
-                        raise value
+                async for value in self._items(items):
                     yield value
             finally:
                 stop.set()
 
         return consume()
+
+    async def _items(self, queue: asyncio.Queue) -> AsyncIterator[Any]:
+        """What a worker puts on ``queue``, until its end; an error put there is raised here."""
+        while True:
+            kind, value = await asyncio.wait_for(queue.get(), self.timeout_s)
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
 
     # -- batched -------------------------------------------------------------------------------
     def submit(self, job: Any, reserved: bool = False) -> AsyncIterator[Any]:
@@ -190,12 +195,7 @@ class WorkQueue:
 
         async def consume() -> AsyncIterator[Any]:
             try:
-                while True:
-                    kind, value = await asyncio.wait_for(ticket.items.get(), self.timeout_s)
-                    if kind == "end":
-                        return
-                    if kind == "error":
-                        raise value
+                async for value in self._items(ticket.items):
                     yield value
             finally:
                 if not ticket.done:
