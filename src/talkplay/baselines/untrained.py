@@ -109,7 +109,7 @@ class UntrainedRecommender(CatalogRecommender):
         dense = np.stack([self.encoded[t] for t in texts])
         request = self.features.requests(dense[:1], texts[:1], dense[1:] if net.reads_current else None,
                                          texts[1:] if net.current_gain is not None else None)
-        ctx = context_rows(conversation, turn, self.index)
+        ctx = context_rows(conversation, turn, self.index, net.cfg.context_decay)
         context = None
         if ctx and net.context_in is not None:
             rows, weights = zip(*ctx, strict=True)
