@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from talkplay.baselines import CatalogRecommender
 from talkplay.catalog import Catalog, Conversation, Track, Turn
 from talkplay.cli import app
-from talkplay.evaluate.probe import FOLLOW_UPS, content_words, follow_up_probe
+from talkplay.evaluate.probe import FOLLOW_UPS, content_words, follow_up_probe, probe_cases
 from talkplay.evaluate.protocols import EvalCase
 from talkplay.evaluate.turns import FOLLOW_UP, NAMES_MUSIC, OPENING, CatalogMentions, turn_kinds
 from talkplay.run import Run
@@ -63,10 +63,11 @@ def test_the_echo_rate_catches_a_system_that_matches_chit_chat_against_titles():
     ignores = _Fixed(lambda t, said: float(t.id.startswith("p")))
     for rec in (by_title, ignores):
         rec.fit_catalog(catalog, [])
-    echo = follow_up_probe(by_title, cases, catalog)
+    probe = probe_cases(cases, catalog)
+    echo = follow_up_probe(by_title, probe, catalog)
     assert echo["n"] == len(cases) and 0 < echo["n_echo"] < len(cases)  # follow-ups with names excluded
     assert echo["echo_rate"] >= 0.3
-    quiet = follow_up_probe(ignores, cases, catalog)
+    quiet = follow_up_probe(ignores, probe, catalog)
     assert quiet["echo_rate"] == 0.0
     # a system deaf to chit-chat ranks the real request the same with a follow-up before it
     assert quiet["with_follow_up"] == quiet["without"] and set(quiet["go_on"]) == {"hit@10", "mrr@100"}

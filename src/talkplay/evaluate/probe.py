@@ -1,7 +1,8 @@
 """The follow-up probe: what a system does when the user only says "thanks, more please".
 
-``report = follow_up_probe(rec, cases, catalog)`` for a fitted ``Recommender`` and the eval
-cases of held-out conversations. For every case after a conversation's first turn, one
+``report = follow_up_probe(rec, probe_cases(cases, catalog), catalog)`` for a fitted
+``Recommender`` and the eval cases of held-out conversations (the probe's cases are built
+once and serve every system). For every case after a conversation's first turn, one
 generic follow-up (``FOLLOW_UPS``, taken in turn) is tried two ways:
 
 - **alone**: the conversation so far, then the follow-up as the user's message instead of the
@@ -20,6 +21,7 @@ please"); they are ranked but not counted in the echo rate.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -105,26 +107,29 @@ def _ranked(rec: Recommender, conversation: Conversation, case: EvalCase) -> lis
     return clean_ranking([t for t, _ in got], case.exclude)
 
 
+@lru_cache(maxsize=65536)
+def _name_words(title: str, artists: tuple[str, ...]) -> frozenset[str]:
+    """A track's title and artists as content words (the same tracks recur in every top 10)."""
+    return frozenset(content_words(" ".join([title, *artists])))
+
+
 def echoes(track_ids: list[str], words: set[str], catalog: Catalog) -> float:
     """Share of ``track_ids`` whose title or artists share a word with ``words``."""
     if not track_ids:
         return 0.0
-    hits = 0
-    for tid in track_ids:
-        tr = catalog.get(tid)
-        hits += bool(content_words(" ".join([tr.title, *tr.artists])) & words)
-    return hits / len(track_ids)
+    tracks = [catalog.get(tid) for tid in track_ids]
+    return sum(bool(_name_words(t.title, tuple(t.artists)) & words) for t in tracks) / len(tracks)
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {m: round(float(np.mean([r[m] for r in rows])), 4) if rows else 0.0 for m in METRICS}
 
 
-def follow_up_probe(rec: Recommender, cases: list[EvalCase], catalog: Catalog, name: str = "probe",
+def follow_up_probe(rec: Recommender, pcs: list[ProbeCase], catalog: Catalog, name: str = "probe",
                     ranked: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """The probe's report for ``rec`` (see the module docstring); ``{"n": 0}`` without cases.
-    ``ranked``: the system's rankings of the unchanged cases by ``docid``, when already made."""
-    pcs = probe_cases(cases, catalog)
+    """The probe's report for ``rec`` on ``pcs`` (``probe_cases``; see the module docstring);
+    ``{"n": 0}`` without cases. ``ranked``: the system's rankings of the unchanged cases by
+    ``docid``, when already made."""
     if not pcs:
         return {"n": 0}
     prefetch = getattr(rec, "prefetch", None)

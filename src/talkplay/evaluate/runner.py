@@ -38,7 +38,7 @@ from talkplay.catalog import Catalog, Conversation, Track
 from talkplay.conversations import read_conversations
 from talkplay.errors import InputError
 from talkplay.evaluate.metrics import K_VALUES, ScoredTurn, aggregate, uniform_choice_metrics
-from talkplay.evaluate.probe import follow_up_probe
+from talkplay.evaluate.probe import follow_up_probe, probe_cases
 from talkplay.evaluate.protocols import PROTOCOLS, EvalCase, clean_ranking, make_cases, score_case
 from talkplay.evaluate.replies import reply_report
 from talkplay.evaluate.report import write_report
@@ -419,6 +419,7 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
     sl = slices(catalog, split, convs)
     kinds = request_kinds(convs)
     turns = turn_kinds(convs, CatalogMentions(catalog))
+    probe = probe_cases(cases, catalog) if cfg.follow_ups else []
     name = cfg.name or cfg.protocol + (f"-{Path(cfg.conversations).stem}" if cfg.conversations else "")
     systems: dict[str, Any] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
@@ -428,7 +429,7 @@ def evaluate_run(run: Run, cfg: EvalConfig | None = None) -> dict[str, Any]:
                                                                 kinds, turns)
         if cfg.follow_ups and sys_name != LEAK_PROBE:
             ranked = {p["docid"]: [n["docid"] for n in p["neighbor"]] for p in predictions[sys_name]}
-            systems[sys_name]["follow_ups"] = follow_up_probe(rec, cases, catalog, sys_name, ranked)
+            systems[sys_name]["follow_ups"] = follow_up_probe(rec, probe, catalog, sys_name, ranked)
         if sys_name == TALKPLAY and cfg.replies:
             base = (fingerprint.model_meta(run) or {}).get("base_model")  # the untuned LM, for fluency
             systems[sys_name].update(reply_report(rec.engine, cases, catalog, cfg.replies,

@@ -195,17 +195,18 @@ class TrackNet(nn.Module):
         """The request (``request_dim`` wide, see there) and the ``context`` projected into the
         LM's hidden size."""
         d, w = self.cfg.query_dim, self.words_dim
+        own = q[..., d + w: 2 * d + w]  # the turn's own text embedding: what the gates read
         out = self._text(q[..., : d + w])
         if self.current_gain is not None:
             logit = self.current_gain
             if self.current_gate is not None:
-                logit = logit + self.current_gate(q[..., d + w: 2 * d + w])
+                logit = logit + self.current_gate(own)
             gain = self.cfg.current * torch.exp(self.cfg.gain_scale * logit)
             out = out + gain * self._text(q[..., d + w:])
         if context is not None and self.context_in is not None:
             c = self.context_in(context.to(out.dtype))
             if self.context_gate is not None:
-                c = c * 2 * torch.sigmoid(self.cfg.gate_scale * self.context_gate(q[..., d + w: 2 * d + w]))
+                c = c * 2 * torch.sigmoid(self.cfg.gate_scale * self.context_gate(own))
             out = out + c
         return out * (self.cfg.inject_gain * self.cfg.row_norm) if self.cfg.unit_query else out
 
