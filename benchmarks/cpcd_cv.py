@@ -1,12 +1,14 @@
 """TalkPlay (content-grounded tracks) under CPCD 5-fold cross-validation, beside dense retrieval.
 
 Run as ``python benchmarks/cpcd_cv.py --base runs/cpcd --work runs/cv [--folds 5]
-[--parallel 2] [--budget 6] [--markdown]``. ``--base`` is an imported and encoded CPCD run;
-each fold gets a copy whose recorded split holds out that fold (the folds of
-``benchmarks/cpcd.py --folds``), then ``talkplay dialogs`` (CPCD training conversations
-only), ``talkplay train`` with the CPU recipe's flags and ``--time-budget``, and ``talkplay
-eval --systems dense,bm25,talkplay``. ``--parallel`` folds train at once, one thread each.
-Prints macro hit@10 and mrr@100 (overall and cold) per system, mean ± sd over folds.
+[--parallel 2] [--budget 20] [--train-args "..."] [--markdown]``. ``--base`` is an imported
+and encoded CPCD run; each fold gets a copy whose recorded split holds out that fold (the
+folds of ``benchmarks/cpcd.py --folds``), then the README's CPU recipe: ``talkplay dialogs
+--no-align --no-search`` (CPCD training conversations only), ``talkplay train --modalities
+metadata --time-budget BUDGET`` (otherwise the defaults; ``--train-args`` adds flags), and
+``talkplay eval --systems dense,bm25,untrained,talkplay`` with the follow-up probe.
+``--parallel`` folds train at once, one thread each. Prints, per system, mean ± sd over
+folds of macro hit@10 and mrr@100 (overall, cold, follow-up turns) and the probe's echo rate.
 """
 
 from __future__ import annotations
@@ -28,12 +30,21 @@ from cpcd import folds, print_table  # noqa: E402
 from talkplay.run import Run  # noqa: E402
 from talkplay.splits import SPLIT_STAGE  # noqa: E402
 
-RECIPE = ["--base-model", "smollm2-135m", "--keep-layers", "8", "--lora", "--modalities", "metadata",
-          "--max-length", "256", "--batch-size", "8", "--lr", "1e-3", "--epochs", "3", "--threads", "1"]
-CELLS = [("all", "hit@10"), ("all", "mrr@100"), ("cold", "hit@10"), ("cold", "mrr@100")]
+RECIPE = ["--modalities", "metadata", "--threads", "1"]
+SYSTEMS = "dense,bm25,untrained,talkplay"
+CELLS = [("all", "hit@10"), ("all", "mrr@100"), ("cold", "hit@10"), ("cold", "mrr@100"),
+         ("follow-up", "hit@10"), ("follow-up", "mrr@100")]
 
 
-def run_fold(base: Path, work: Path, f: int, n_folds: int, test_ids: list[str], budget: float) -> dict:
+def cell(report: dict, part: str, metric: str) -> float:
+    """One system's figure: ``all``/``cold`` macro, or a turn slice of ``by_turn``."""
+    if part in report:
+        return report[part]["macro"][metric]
+    return report["by_turn"][part][metric]
+
+
+def run_fold(base: Path, work: Path, f: int, n_folds: int, test_ids: list[str], budget: float,
+             train_args: list[str]) -> dict:
     path = work / f"fold{f}"
     report = path / "eval" / "cv.json"
     if report.exists():
@@ -47,8 +58,8 @@ def run_fold(base: Path, work: Path, f: int, n_folds: int, test_ids: list[str], 
     cli = [sys.executable, "-m", "talkplay.cli"]
     log = open(path / "cv.log", "w")  # noqa: SIM115
     for cmd in (["dialogs", str(path), "--no-align", "--no-search"],
-                ["train", str(path), *RECIPE, "--time-budget", str(budget)],
-                ["eval", str(path), "--systems", "dense,bm25,talkplay", "--name", "cv", "--n-boot", "0",
+                ["train", str(path), *RECIPE, "--time-budget", str(budget), *train_args],
+                ["eval", str(path), "--systems", SYSTEMS, "--name", "cv", "--n-boot", "0",
                  "--no-plots", "--replies", "0"]):
         subprocess.run([*cli, *cmd], check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
     return json.loads(report.read_text())
@@ -60,27 +71,31 @@ def main() -> int:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--parallel", type=int, default=2)
-    ap.add_argument("--budget", type=float, default=6.0, help="Training minutes per fold.")
+    ap.add_argument("--budget", type=float, default=20.0, help="Training minutes per fold at most.")
+    ap.add_argument("--train-args", default="", help="More `talkplay train` flags, e.g. \"--negatives catalog\".")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     splits = folds(Run(args.base), args.folds)
     with ThreadPoolExecutor(args.parallel) as pool:
         def one(f: int) -> dict:
-            return run_fold(args.base, args.work, f, args.folds, splits[f], args.budget)
+            return run_fold(args.base, args.work, f, args.folds, splits[f], args.budget, args.train_args.split())
 
         results = list(pool.map(one, range(args.folds)))
-    header = ["system", *(f"{p} {m} (mean ± sd)" for p, m in CELLS)]
+    header = ["system", *(f"{p} {m}" for p, m in CELLS), "echo"]
     rows = []
     for name in results[0]["systems"]:
+        systems = [r["systems"][name] for r in results]
         cells = []
         for part, m in CELLS:
-            vals = [r["systems"][name][part]["macro"][m] for r in results]
+            vals = [cell(s, part, m) for s in systems]
             cells.append(f"{np.mean(vals):.3f} ± {np.std(vals):.3f}")
+        echo = [s["follow_ups"]["echo_rate"] for s in systems if s.get("follow_ups")]
+        cells.append(f"{np.mean(echo):.3f} ± {np.std(echo):.3f}" if echo else "")
         rows.append([name, *cells])
     steps = [Run(args.work / f"fold{f}").stage("train").get("steps") for f in range(args.folds)]
     print(f"{args.folds} folds, training steps per fold: {steps}, budget {args.budget:g} min each")
-    print_table(f"CPCD {args.folds}-fold CV, macro", header, rows, args.markdown)
+    print_table(f"CPCD {args.folds}-fold CV, macro, mean ± sd over folds", header, rows, args.markdown)
     return 0
 
 

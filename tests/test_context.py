@@ -101,3 +101,29 @@ def test_a_current_gate_weighs_each_message_by_what_it_says():
 
     assert own_part(gated, chat).norm() < 1e-3 * own_part(plain, chat).norm()
     assert torch.allclose(gated.query(ask), plain.query(ask))  # another message keeps its weight
+
+
+@torch.no_grad()
+def test_a_words_gate_silences_the_words_of_one_kind_of_message_and_keeps_its_meaning():
+    cfg = TrackNetConfig(dims={"metadata": 16, WORDS: 16}, hidden=24, query_dim=16,
+                         text_modalities=["metadata", WORDS], unit_query=True, context=1.0, current=2.0)
+    plain = TrackNet.create(cfg)
+    gated = TrackNet.create(TrackNetConfig(**{**cfg.to_dict(), "words_gate": True}))
+    gen = torch.Generator().manual_seed(2)
+    chat, ask = (torch.randn(1, plain.request_dim, generator=gen) for _ in range(2))
+    own = slice(32, 48)  # the turn's own text embedding in the request
+    e = chat[0, own] / chat[0, own].norm()
+    ask[0, own] -= (ask[0, own] @ e) * e  # a message unlike the chit-chat
+    for q in (chat, ask):  # from zero the gate changes nothing
+        assert torch.allclose(gated.query(q), plain.query(q))
+    gated.words_gate.weight.copy_(-e[None])  # learnt: messages like this one have no words worth matching
+
+    def without_words(q: torch.Tensor) -> torch.Tensor:  # the request with every words vector zeroed
+        q = q.clone()
+        q[..., 16:32] = 0
+        q[..., 48:64] = 0
+        return plain.query(q)
+
+    assert torch.allclose(gated.query(chat), without_words(chat), atol=1e-4 * float(chat.norm()))
+    assert not torch.allclose(plain.query(chat), without_words(chat), atol=1e-2)
+    assert torch.allclose(gated.query(ask), plain.query(ask))  # another message keeps its words

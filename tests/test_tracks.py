@@ -426,3 +426,35 @@ def test_the_engine_reads_the_conversations_tracks_but_not_the_rejected_ones(syn
     assert gap(opened, "liked", "nothing") > 0.2 and gap(opened, "liked", "other") > 0.1
     assert gap(shut, "liked", "nothing") < 0.05  # a turn that asks for something new
     assert gap(shut, "liked", "nothing") < gap(trained, "liked", "nothing") < gap(opened, "liked", "nothing")
+
+
+def test_training_ranks_a_target_among_the_tracks_training_holds(tmp_path):
+    """``--negatives seen`` (the default): the track loss ranks among the tracks of the training
+    conversations, so a track only held-out conversations hold is never learnt as worse."""
+    from talkplay.conversations import write_conversations
+    from talkplay.dialogs import load_dialogs
+    from talkplay.tracks.train import prepare
+
+    run = build_synth_run(tmp_path / "run", n_train=24)
+    # hold track t0 out of training: only held-out conversations would hold it
+    train = [c for c in load_dialogs(run, "train")
+             if not any("t0" in (*t.recommended, *t.liked, *t.disliked) for t in c.turns)]
+    write_conversations(run.dialogs_dir / "train.jsonl", train)
+    s = prepare(run, TrainConfig(**TINY, max_steps=1))
+    cand = {s.feats.ids[i] for i in s.model.candidates.tolist()}
+    assert "t0" not in cand and cand == set(s.feats.ids) - {"t0"}
+    assert prepare(run, TrainConfig(**TINY, max_steps=1, negatives="catalog")).model.candidates is None
+    # the loss over every row is the loss with every row a candidate; fewer rivals, lower loss
+    from talkplay.tracks.data import collate
+    batch = collate(s.examples[:4], s.tok.pad_token_id, s.query_index)
+    model = s.model
+    with torch.no_grad():
+        torch.manual_seed(0)
+        narrow = model(**batch, queries=s.queries)["track_loss"]
+        model.set_candidates(torch.arange(model.n_tracks))
+        torch.manual_seed(0)
+        every = model(**batch, queries=s.queries)["track_loss"]
+        model.set_candidates(None)
+        torch.manual_seed(0)
+        catalog = model(**batch, queries=s.queries)["track_loss"]
+    assert torch.isclose(every, catalog) and narrow < catalog

@@ -14,12 +14,13 @@ TRACK_REPRS = ("content", "codes")
 # Fields only one representation's trainer reads, by why the other has no use for them. Set
 # on a run of the other representation they would be dropped without a word, so ``validate``
 # refuses them (``only_for``).
+NEGATIVES = ("seen", "catalog")
 ONLY_FOR = {
     "codes": {"the content trainer steps once per batch": "grad_accum",
               "the content trainer runs in float32 and keeps its activations": "bf16 gradient_checkpointing",
               "the content trainer has its own text loss": "supervised_logits"},
     "content": {"a codes model has no track network":
-                "exit_layer inject_gain net_lr words_gain context current",
+                "exit_layer inject_gain net_lr words_gain context current current_gate words_gate negatives",
                 "a codes model has one loss": "text_weight text_every",
                 "a codes model's tracks are its tokenizer's codes": "modalities modality_dropout words",
                 "the codes trainer renders no cards": "cards cards_history"},
@@ -109,6 +110,13 @@ class TrainConfig:
     # content: the current gain read from the turn's own message (a learnt linear map of its
     # text embedding), not one gain for every message (talkplay.tracks.network)
     current_gate: bool = False
+    # content: the request's words weighed by what the turn's own message says (learnt), so
+    # chit-chat's words can go quiet (talkplay.tracks.network)
+    words_gate: bool = False
+    # content: what a training target is ranked against. seen: the tracks the training
+    # conversations hold; catalog: every track, which teaches "never in training" as a reason to
+    # rank a track low and costs cold tracks (BENCHMARKS.md, "Learning beyond the start")
+    negatives: str = "seen"
 
     def validate(self) -> None:
         checks = [
@@ -129,6 +137,7 @@ class TrainConfig:
             (self.context >= 0, "--context must be 0 (none) or positive"),
             (self.current >= 0, "--current must be 0 (none) or positive"),
             (self.words_gain >= 0, "--words-gain must be 0 or positive"),
+            (self.negatives in NEGATIVES, f"--negatives must be one of {', '.join(NEGATIVES)}"),
         ]
         for ok, msg in checks:
             if not ok:

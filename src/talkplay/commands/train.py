@@ -85,6 +85,15 @@ def register(app: typer.Typer) -> None:
             d.current_gate, "--current-gate/--no-current-gate",
             help="content: the turn's own message weighs what its text embedding says (learnt), "
                  "not one weight for every message."),
+        words_gate: bool = typer.Option(
+            d.words_gate, "--words-gate/--no-words-gate",
+            help="content: the request's words weigh what the turn's own message says (learnt), so "
+                 "chit-chat's words can go quiet."),
+        negatives: str = typer.Option(
+            d.negatives, "--negatives",
+            help="content: what a training target is ranked against: seen (the tracks the training "
+                 "conversations hold) or catalog (every track; tracks no conversation has are then "
+                 "learnt as worse)."),
         words_gain: float = typer.Option(
             d.words_gain, "--words-gain",
             help="content: weight of the request's words beside its text embedding, at initialisation."),
@@ -113,7 +122,7 @@ def register(app: typer.Typer) -> None:
                           text_every=text_every,
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
                           cards_history=cards_history,
-                          words=words, net_lr=net_lr, current_gate=current_gate,
+                          words=words, net_lr=net_lr, current_gate=current_gate, words_gate=words_gate, negatives=negatives,
                           context=context,
                           words_gain=words_gain, current=current)
         out = train_run(Run(run), cfg)

@@ -32,7 +32,20 @@ class ContentModel(nn.Module):
         # beyond this many tracks a step scores its own tracks plus `negatives` random ones
         self.full_softmax_max = full_softmax_max
         self.negatives = negatives
+        # the rows the track loss ranks a target among (None: every catalog row); see
+        # ``set_candidates``
+        self.candidates: torch.Tensor | None = None
         self.set_features(features)
+
+    def set_candidates(self, rows: torch.Tensor | None) -> None:
+        """Rank training targets among these rows only (``None``: the whole catalog).
+
+        The trainer passes the tracks its conversations hold: a track no training conversation
+        has is never a target, so a softmax over the whole catalog teaches "not seen in
+        training" as a reason to rank a track low, and cold tracks, those users add and those
+        a held-out conversation asks for, pay (CPCD: BENCHMARKS.md, "Learning beyond the start").
+        """
+        self.candidates = None if rows is None else torch.unique(rows.long())
 
     def set_features(self, features: TrackFeatures) -> None:
         """Point the model at a catalog's content (new tracks need nothing else: cold start)."""
@@ -96,13 +109,18 @@ class ContentModel(nn.Module):
 
         The text loss is the LM's cross-entropy on the supervised reply tokens (its head run
         only there; ``text_weight`` 0 skips it, and the layers past the track head's exit with
-        it); the track loss is the cross-entropy of the target among every catalog
-        row at each supervised ``<|music|>``: a full softmax over the catalog, or, past
-        ``full_softmax_max`` tracks, a sampled one over the batch's own tracks (in-batch
-        negatives) and ``negatives`` random catalog tracks.
+        it); the track loss is the cross-entropy of the target at each supervised
+        ``<|music|>`` among the candidates (``set_candidates``; default every catalog row) less
+        the conversation's tracks before it: a full softmax, or, past ``full_softmax_max``
+        candidates, a sampled one over the batch's own tracks (in-batch negatives) and
+        ``negatives`` random candidates.
         """
-        if self.n_tracks > self.full_softmax_max:
-            extra = torch.randint(self.n_tracks, (self.negatives,), device=slot_row.device)
+        cand_rows = self.candidates.to(slot_row.device) if self.candidates is not None else None
+        n_cand = self.n_tracks if cand_rows is None else len(cand_rows)
+        if n_cand > self.full_softmax_max:
+            extra = torch.randint(n_cand, (self.negatives,), device=slot_row.device)
+            if cand_rows is not None:
+                extra = cand_rows[extra]
             ctx = ctx_row if ctx_row is not None else slot_row[:0]
             cand, inverse = torch.unique(torch.cat([slot_row, open_target.clamp(min=0), ctx, extra]),
                                          return_inverse=True)
@@ -112,6 +130,7 @@ class ContentModel(nn.Module):
             if ctx_row is not None:
                 ctx_row = inverse[n_slots + n_opens: n_slots + n_opens + len(ctx)]
             rows = self.rows(cand)
+            cand_rows = None  # the sampled rows are the candidates
         else:
             rows = self.rows()
         emb = self.embed(input_ids, rows, slot_b, slot_p, slot_row, open_b, open_p, queries[open_q],
@@ -132,7 +151,20 @@ class ContentModel(nn.Module):
         sel = open_target >= 0
         track_loss = zero
         if sel.any():
-            scores = self.track_scores(at_exit[open_b[sel], open_p[sel]], rows)
-            track_loss = nn.functional.cross_entropy(scores, open_target[sel])
+            ob, op, target_row = open_b[sel], open_p[sel], open_target[sel]
+            ranked, col = rows, slot_row
+            if cand_rows is not None:  # places among the candidates
+                ranked = rows[cand_rows]
+                place = torch.full((len(rows),), -1, dtype=torch.long, device=rows.device)
+                place[cand_rows] = torch.arange(len(cand_rows), device=rows.device)
+                target_row, col = place[target_row], place[slot_row]
+            scores = self.track_scores(at_exit[ob, op], ranked)
+            # the conversation's tracks before this <|music|> are never offered again (the engine
+            # excludes them: talkplay.exclusion), so the target ranks among the others; left in,
+            # they teach that the tracks so far, which the context points at, are wrong answers
+            o, sl = ((slot_b[None, :] == ob[:, None]) & (slot_p[None, :] < op[:, None])).nonzero(as_tuple=True)
+            hide = (col[sl] >= 0) & (col[sl] != target_row[o])
+            scores = scores.index_put((o[hide], col[sl][hide]), torch.tensor(float("-inf"), device=scores.device))
+            track_loss = nn.functional.cross_entropy(scores, target_row)
         return {"loss": text_weight * text_loss + track_loss, "text_loss": text_loss.detach(),
                 "track_loss": track_loss.detach(), "n_text": keep.sum(), "n_tracks": sel.sum()}

@@ -75,6 +75,12 @@ class TrackNetConfig:
     # ("thank you!", whose words a title can echo). False: one gain for every message, as
     # nets saved before. BENCHMARKS.md, "Learning beyond the start"
     current_gate: bool = False
+    # the request's words (every turn's and the turn's own) weighed by what the turn's own
+    # message says (its text embedding, through a learnt linear map from zero, 2 sigmoid):
+    # training can silence the words of chit-chat ("thank you!", "I love it") that titles echo,
+    # and keep those of a message that names an artist. False: words always at full weight, as
+    # nets saved before. BENCHMARKS.md, "Learning beyond the start"
+    words_gate: bool = False
     # constants that change what a trained net computes or how it started, saved with it so a
     # retuned default never changes a model trained before (nets saved without them used these)
     gate_scale: float = GATE_SCALE
@@ -117,6 +123,8 @@ class TrackNet(nn.Module):
         self.current_gain = nn.Parameter(torch.zeros(())) if cfg.current else None
         self.current_gate = (nn.Linear(cfg.query_dim, 1, bias=False)
                              if cfg.current and cfg.current_gate else None)
+        self.words_gate = (nn.Linear(cfg.query_dim, 1) if cfg.words_gate and self.words_dim
+                           and (cfg.context or cfg.current) else None)
         self.readout = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
 
@@ -151,6 +159,9 @@ class TrackNet(nn.Module):
                 net.context_gate.bias.zero_()
             if net.current_gate is not None:  # every message at cfg.current until training says otherwise
                 net.current_gate.weight.zero_()
+            if net.words_gate is not None:  # words at full weight (2 sigmoid(0)) until training says otherwise
+                net.words_gate.weight.zero_()
+                net.words_gate.bias.zero_()
         return net
 
     def rows(self, arrays: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -184,11 +195,13 @@ class TrackNet(nn.Module):
             out = out.index_add(0, ctx_open, rows[ctx_row] * ctx_w[:, None].to(rows.dtype))
         return nn.functional.normalize(out, dim=-1, eps=1e-8)
 
-    def _text(self, q: torch.Tensor) -> torch.Tensor:
-        """A text embedding followed by its words vector (if the net has words), projected."""
+    def _text(self, q: torch.Tensor, words_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """A text embedding followed by its words vector (if the net has words, times
+        ``words_weight`` when given), projected."""
         out = self.query_in(q[..., : self.cfg.query_dim])
         if self.query_words is not None:
-            out = out + self.query_words(q[..., self.cfg.query_dim:])
+            words = self.query_words(q[..., self.cfg.query_dim:])
+            out = out + (words if words_weight is None else words * words_weight)
         return out
 
     def query(self, q: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -196,13 +209,16 @@ class TrackNet(nn.Module):
         LM's hidden size."""
         d, w = self.cfg.query_dim, self.words_dim
         own = q[..., d + w: 2 * d + w]  # the turn's own text embedding: what the gates read
-        out = self._text(q[..., : d + w])
+        ww = None
+        if self.words_gate is not None:
+            ww = 2 * torch.sigmoid(self.cfg.gate_scale * self.words_gate(own))
+        out = self._text(q[..., : d + w], ww)
         if self.current_gain is not None:
             logit = self.current_gain
             if self.current_gate is not None:
                 logit = logit + self.current_gate(own)
             gain = self.cfg.current * torch.exp(self.cfg.gain_scale * logit)
-            out = out + gain * self._text(q[..., d + w:])
+            out = out + gain * self._text(q[..., d + w:], ww)
         if context is not None and self.context_in is not None:
             c = self.context_in(context.to(out.dtype))
             if self.context_gate is not None:

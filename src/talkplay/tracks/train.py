@@ -130,7 +130,7 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures, encoder: Any = None) -
                           text_modalities=feats.text_modalities, row_norm=row_norm,
                           inject_gain=gain, seed=cfg.seed, unit_query=True, context=cfg.context,
                           words_gain=cfg.words_gain, current=cfg.current, exit_layer=exit_layer,
-                          current_gate=cfg.current_gate)
+                          current_gate=cfg.current_gate, words_gate=cfg.words_gate)
     net = TrackNet.create(ncfg)
     if cfg.lora:
         lm = add_lora(lm, cfg, new_ids)
@@ -225,7 +225,8 @@ def _optimizer(model: ContentModel, cfg: Any) -> tuple[torch.optim.Optimizer, li
     net = model.net
     fast = [*(net.context_gate.parameters() if net.context_gate is not None else []),
             *([net.current_gain] if net.current_gain is not None else []),
-            *(net.current_gate.parameters() if net.current_gate is not None else [])]
+            *(net.current_gate.parameters() if net.current_gate is not None else []),
+            *(net.words_gate.parameters() if net.words_gate is not None else [])]
     net_params = {id(p) for p in net.parameters()} - {id(p) for p in fast}
     # the track network starts where the text encoder already ranks well (BENCHMARKS.md,
     # "Words"); at the LM's LoRA rate its row projections drift toward the few training
@@ -267,6 +268,8 @@ def prepare(run: Run, cfg: Any) -> Session:
         current = encode_queries(run, own, encoder) if model.net.reads_current else None
         queries = torch.from_numpy(feats.requests(encode_queries(run, texts, encoder), texts, current,
                                                   own if model.net.current_gain is not None else None))
+    if cfg.negatives == "seen":
+        model.set_candidates(torch.tensor(sorted({r for e in examples for _, r in e.slots})))
     opt, params = _optimizer(model, cfg)
     state = {"step": 0, "elapsed": 0.0, "epoch": 0, "cursor": 0, "tokens": 0}
     ckpt = run.checkpoints_dir / CHECKPOINT
