@@ -7,7 +7,7 @@ folds of ``benchmarks/cpcd.py --folds``), then the README's CPU recipe: ``talkpl
 --no-align --no-search`` (CPCD training conversations only), ``talkplay train --modalities
 metadata --time-budget BUDGET`` (otherwise the defaults; ``--train-args`` adds flags), and
 ``talkplay eval --systems dense,bm25,untrained,talkplay`` with the follow-up probe.
-``--parallel`` folds train at once, one thread each. Prints, per system, mean ± sd over
+``--parallel`` folds run at once, sharing the cores. Prints, per system, mean ± sd over
 folds of macro hit@10 and mrr@100 (overall, cold, follow-up turns) and the probe's echo rate.
 """
 
@@ -30,7 +30,7 @@ from cpcd import folds, print_table  # noqa: E402
 from talkplay.run import Run  # noqa: E402
 from talkplay.splits import SPLIT_STAGE  # noqa: E402
 
-RECIPE = ["--modalities", "metadata", "--threads", "1"]
+RECIPE = ["--modalities", "metadata"]
 SYSTEMS = "dense,bm25,untrained,talkplay"
 CELLS = [("all", "hit@10"), ("all", "mrr@100"), ("cold", "hit@10"), ("cold", "mrr@100"),
          ("follow-up", "hit@10"), ("follow-up", "mrr@100")]
@@ -44,7 +44,7 @@ def cell(report: dict, part: str, metric: str) -> float:
 
 
 def run_fold(base: Path, work: Path, f: int, n_folds: int, test_ids: list[str], budget: float,
-             train_args: list[str]) -> dict:
+             train_args: list[str], threads: int) -> dict:
     path = work / f"fold{f}"
     report = path / "eval" / "cv.json"
     if report.exists():
@@ -54,11 +54,12 @@ def run_fold(base: Path, work: Path, f: int, n_folds: int, test_ids: list[str], 
     shutil.copytree(base, path, ignore=shutil.ignore_patterns("model", "checkpoints", "eval", "dialogs"))
     Run(path).record(SPLIT_STAGE, {"method": f"fold {f} of {n_folds}", "test_ids": test_ids,
                                    "n_test": len(test_ids)})
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TALKPLAY_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TALKPLAY_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
     cli = [sys.executable, "-m", "talkplay.cli"]
     log = open(path / "cv.log", "w")  # noqa: SIM115
     for cmd in (["dialogs", str(path), "--no-align", "--no-search"],
-                ["train", str(path), *RECIPE, "--time-budget", str(budget), *train_args],
+                ["train", str(path), *RECIPE, "--threads", str(threads), "--time-budget", str(budget),
+                 *train_args],
                 ["eval", str(path), "--systems", SYSTEMS, "--name", "cv", "--n-boot", "0",
                  "--no-plots", "--replies", "0"]):
         subprocess.run([*cli, *cmd], check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -77,9 +78,11 @@ def main() -> int:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     splits = folds(Run(args.base), args.folds)
+    threads = max(1, (os.cpu_count() or 1) // args.parallel)  # the cores shared between the folds at once
     with ThreadPoolExecutor(args.parallel) as pool:
         def one(f: int) -> dict:
-            return run_fold(args.base, args.work, f, args.folds, splits[f], args.budget, args.train_args.split())
+            return run_fold(args.base, args.work, f, args.folds, splits[f], args.budget, args.train_args.split(),
+                            threads)
 
         results = list(pool.map(one, range(args.folds)))
     header = ["system", *(f"{p} {m}" for p, m in CELLS), "echo"]

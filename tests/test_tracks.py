@@ -458,3 +458,65 @@ def test_training_ranks_a_target_among_the_tracks_training_holds(tmp_path):
         torch.manual_seed(0)
         catalog = model(**batch, queries=s.queries)["track_loss"]
     assert torch.isclose(every, catalog) and narrow < catalog
+
+
+def test_the_conversations_tracks_so_far_are_not_rivals_of_the_target(tmp_path):
+    """The engine never offers a conversation's earlier tracks again, so training ranks each
+    target without them: with every score equal, the loss at a ``<|music|>`` is the log of the
+    number of candidates left once the earlier tracks are set aside."""
+    import math
+
+    from talkplay.tracks.data import collate
+    from talkplay.tracks.train import prepare
+
+    run = build_synth_run(tmp_path / "run", n_train=24)
+    s = prepare(run, TrainConfig(**TINY, max_steps=1, negatives="catalog"))
+    picked = [e for e in s.examples if len(e.slots) > 1][:4]
+    batch = collate(picked, s.tok.pad_token_id, s.query_index)
+    s.model.track_scores = lambda hidden, rows: torch.zeros(len(hidden), len(rows))
+    with torch.no_grad():
+        loss = s.model(**batch, queries=s.queries, text_weight=0.0)["track_loss"]
+    expect = []
+    for e in picked:
+        for o in e.opens:
+            if o.target >= 0:
+                earlier = {r for p, r in e.slots if p < o.position} - {o.target}
+                expect.append(math.log(s.model.n_tracks - len(earlier)))
+    assert any(math.log(s.model.n_tracks) > x for x in expect)  # some target has earlier tracks
+    assert float(loss) == pytest.approx(sum(expect) / len(expect), rel=1e-5)
+
+
+def test_the_playlist_to_come_is_a_target_beside_the_turns_own_track(tmp_path):
+    """``--goal-weight``: each ``<|music|>`` also learns the conversation's other liked tracks
+    not yet written (CPCD judges a turn by the whole playlist to come), never an earlier one."""
+    import math
+
+    from talkplay.conversations import write_conversations
+    from talkplay.dialogs import load_dialogs
+    from talkplay.tracks.data import collate
+    from talkplay.tracks.train import prepare
+
+    run = build_synth_run(tmp_path / "run", n_train=24)
+    convs = load_dialogs(run, "train")
+    for c in convs:  # the playlist each conversation builds, as CPCD records it
+        c.goal = [t for turn in c.turns for t in turn.liked]
+    convs[0].goal = []  # a conversation without one learns its turns' own tracks alone
+    write_conversations(run.dialogs_dir / "train.jsonl", convs)
+    s = prepare(run, TrainConfig(**TINY, max_steps=1, negatives="catalog"))
+    assert not any(o.goal for o in s.examples[0].opens)
+    single = sum(len(c.turns) == 1 for c in convs)
+    assert single and sum(not any(o.goal for o in e.opens) for e in s.examples) >= single  # nothing to come
+    picked = [e for e in s.examples if any(o.goal for o in e.opens)][:4]
+    assert picked, "multi-turn conversations have a playlist to come"
+    for e in picked:
+        for o in e.opens:
+            earlier = {r for p, r in e.slots if p < o.position}
+            assert o.target not in o.goal and not set(o.goal) & earlier
+    batch = collate(picked, s.tok.pad_token_id, s.query_index)
+    s.model.track_scores = lambda hidden, rows: torch.zeros(len(hidden), len(rows))
+    with torch.no_grad():
+        out = s.model(**batch, queries=s.queries, text_weight=0.0, goal_weight=0.5)
+    expect = [math.log(s.model.n_tracks - len({r for p, r in e.slots if p < o.position} - {o.target}))
+              for e in picked for o in e.opens if o.target >= 0 for _ in o.goal]
+    assert float(out["goal_loss"]) == pytest.approx(sum(expect) / len(expect), rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(float(out["track_loss"] + 0.5 * out["goal_loss"]), rel=1e-5)

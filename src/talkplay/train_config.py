@@ -20,7 +20,7 @@ ONLY_FOR = {
               "the content trainer runs in float32 and keeps its activations": "bf16 gradient_checkpointing",
               "the content trainer has its own text loss": "supervised_logits"},
     "content": {"a codes model has no track network":
-                "exit_layer inject_gain net_lr words_gain context current current_gate words_gate negatives",
+                "exit_layer inject_gain net_lr words_gain context current current_gate words_gate negatives goal_weight",
                 "a codes model has one loss": "text_weight text_every",
                 "a codes model's tracks are its tokenizer's codes": "modalities modality_dropout words",
                 "the codes trainer renders no cards": "cards cards_history"},
@@ -117,6 +117,10 @@ class TrainConfig:
     # conversations hold; catalog: every track, which teaches "never in training" as a reason to
     # rank a track low and costs cold tracks (BENCHMARKS.md, "Learning beyond the start")
     negatives: str = "seen"
+    # content: weight of the conversation's playlist (its other liked tracks not yet written) as
+    # targets beside each turn's own track: CPCD judges a turn by the whole playlist to come, and a
+    # follow-up that names nothing is answered from it (0: the turn's own track only)
+    goal_weight: float = 1.0
 
     def validate(self) -> None:
         checks = [
@@ -137,6 +141,7 @@ class TrainConfig:
             (self.context >= 0, "--context must be 0 (none) or positive"),
             (self.current >= 0, "--current must be 0 (none) or positive"),
             (self.words_gain >= 0, "--words-gain must be 0 or positive"),
+            (self.goal_weight >= 0, "--goal-weight must be 0 (none) or positive"),
             (self.negatives in NEGATIVES, f"--negatives must be one of {', '.join(NEGATIVES)}"),
         ]
         for ok, msg in checks:

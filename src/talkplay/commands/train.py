@@ -89,6 +89,10 @@ def register(app: typer.Typer) -> None:
             d.words_gate, "--words-gate/--no-words-gate",
             help="content: the request's words weigh what the turn's own message says (learnt), so "
                  "chit-chat's words can go quiet."),
+        goal_weight: float = typer.Option(
+            d.goal_weight, "--goal-weight",
+            help="content: weight of the conversation's playlist (its other liked tracks not yet "
+                 "written) as targets beside each turn's own track (0: the turn's own only)."),
         negatives: str = typer.Option(
             d.negatives, "--negatives",
             help="content: what a training target is ranked against: seen (the tracks the training "
@@ -122,7 +126,7 @@ def register(app: typer.Typer) -> None:
                           text_every=text_every,
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
                           cards_history=cards_history,
-                          words=words, net_lr=net_lr, current_gate=current_gate, words_gate=words_gate, negatives=negatives,
+                          words=words, net_lr=net_lr, current_gate=current_gate, words_gate=words_gate, negatives=negatives, goal_weight=goal_weight,
                           context=context,
                           words_gain=words_gain, current=current)
         out = train_run(Run(run), cfg)

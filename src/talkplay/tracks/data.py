@@ -6,7 +6,8 @@ and the track's row, and for every block the assistant writes, the ``<|music|>``
 where the model predicts the track, the request text whose embedding is added there, and
 the target row (-1 when the track is not a target, e.g. one the user rejected), the turn's
 own message and the conversation's tracks so far (``context_tracks``), which the model also
-reads there. ``collate(examples, pad_id, query_index)`` pads a batch into tensors
+reads there. ``collate(examples, pad_id, query_index)`` pads a batch into tensors (with each open's
+``goal`` rows as ``goal_open``/``goal_row`` pairs) that
 ``ContentModel.forward`` reads.
 """
 
@@ -65,13 +66,23 @@ def context_rows(conv: Conversation, turn: int, index: dict[str, int],
 @dataclass
 class Open:
     """One ``<|music|>`` the assistant writes: where, what request it answers, which row is the
-    target (-1: none), the turn's own message and the context (``(row, weight)`` pairs)."""
+    target (-1: none), the turn's own message, the context (``(row, weight)`` pairs) and
+    ``goal``: the rows of the conversation's other liked tracks not written before it (the
+    playlist the conversation is building; see ``goal_rows``)."""
 
     position: int
     text: str
     target: int
     current: str = ""
     context: list[tuple[int, float]] = field(default_factory=list)
+    goal: list[int] = field(default_factory=list)
+
+
+def goal_rows(conv: Conversation, index: dict[str, int]) -> list[int]:
+    """Rows of the playlist a conversation builds (its ``goal``; none when it has none, as
+    synthesized and alignment conversations). CPCD scores each turn against the whole playlist
+    still to come, and a follow-up that names nothing ("more please") is answered from it."""
+    return [index[t] for t in dict.fromkeys(conv.goal) if t in index]
 
 
 @dataclass
@@ -92,13 +103,17 @@ class Example:
         blocks = r.blocks[: len(positions)]  # a block cut off at the end keeps no slot
         labels = r.labels()
         ex = cls(list(ids), labels)
+        goal = goal_rows(conv, slots.index)
         for p, (tid, turn, by_assistant) in zip(positions, blocks, strict=True):
             row = slots.index[tid]
+            if by_assistant and p > 0 and ids[p - 1] == open_id:
+                target = row if r.loss_mask[p] else -1
+                earlier = {r_ for _, r_ in ex.slots}
+                ex.opens.append(Open(p - 1, query_text(conv, turn), target, current_text(conv, turn),
+                                     context_rows(conv, turn, slots.index),
+                                     [g for g in goal if g != row and g not in earlier] if target >= 0 else []))
             ex.slots.append((p, row))
             labels[p] = -100  # the slot is predicted by the track head, not the text head
-            if by_assistant and p > 0 and ids[p - 1] == open_id:
-                ex.opens.append(Open(p - 1, query_text(conv, turn), row if r.loss_mask[p] else -1,
-                                     current_text(conv, turn), context_rows(conv, turn, slots.index)))
         return ex
 
     @classmethod
@@ -122,7 +137,7 @@ def collate(examples: list[Example], pad_id: int,
     n = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), n), -100, dtype=torch.long)
-    sb, sp, sr, ob, op, oq, ot, co, cr = [], [], [], [], [], [], [], [], []
+    sb, sp, sr, ob, op, oq, ot, co, cr, go, gr = [], [], [], [], [], [], [], [], [], [], []
     cw: list[float] = []
     for b, e in enumerate(examples):
         ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
@@ -132,6 +147,8 @@ def collate(examples: list[Example], pad_id: int,
         for o in e.opens:
             for r, w in o.context:
                 co.append(len(ob)), cr.append(r), cw.append(w)
+            for r in o.goal:
+                go.append(len(ob)), gr.append(r)
             ob.append(b), op.append(o.position), oq.append(query_index[request_key(o)]), ot.append(o.target)
 
     def lt(x: list[int]) -> torch.Tensor:
@@ -139,4 +156,5 @@ def collate(examples: list[Example], pad_id: int,
 
     return {"input_ids": ids, "labels": labels, "slot_b": lt(sb), "slot_p": lt(sp), "slot_row": lt(sr),
             "open_b": lt(ob), "open_p": lt(op), "open_q": lt(oq), "open_target": lt(ot),
-            "ctx_open": lt(co), "ctx_row": lt(cr), "ctx_w": torch.tensor(cw, dtype=torch.float32)}
+            "ctx_open": lt(co), "ctx_row": lt(cr), "ctx_w": torch.tensor(cw, dtype=torch.float32),
+            "goal_open": lt(go), "goal_row": lt(gr)}

@@ -104,7 +104,9 @@ class ContentModel(nn.Module):
                 slot_p: torch.Tensor, slot_row: torch.Tensor, open_b: torch.Tensor, open_p: torch.Tensor,
                 open_q: torch.Tensor, open_target: torch.Tensor, queries: torch.Tensor,
                 ctx_open: torch.Tensor | None = None, ctx_row: torch.Tensor | None = None,
-                ctx_w: torch.Tensor | None = None, text_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                ctx_w: torch.Tensor | None = None, goal_open: torch.Tensor | None = None,
+                goal_row: torch.Tensor | None = None, text_weight: float = 1.0,
+                goal_weight: float = 0.0) -> dict[str, torch.Tensor]:
         """``{"loss", "text_loss", "track_loss", "n_text", "n_tracks"}`` for one batch.
 
         The text loss is the LM's cross-entropy on the supervised reply tokens (its head run
@@ -113,8 +115,13 @@ class ContentModel(nn.Module):
         ``<|music|>`` among the candidates (``set_candidates``; default every catalog row) less
         the conversation's tracks before it: a full softmax, or, past ``full_softmax_max``
         candidates, a sampled one over the batch's own tracks (in-batch negatives) and
-        ``negatives`` random candidates.
+        ``negatives`` random candidates. With ``goal_weight``, each open's ``goal`` tracks
+        (``goal_open``/``goal_row`` pairs: the playlist the conversation builds, beyond the
+        turn's own track) are targets too, their mean cross-entropy weighted so.
         """
+        goal = goal_weight > 0 and goal_row is not None and len(goal_row) > 0
+        if not goal:
+            goal_row = slot_row[:0]
         cand_rows = self.candidates.to(slot_row.device) if self.candidates is not None else None
         n_cand = self.n_tracks if cand_rows is None else len(cand_rows)
         if n_cand > self.full_softmax_max:
@@ -122,13 +129,15 @@ class ContentModel(nn.Module):
             if cand_rows is not None:
                 extra = cand_rows[extra]
             ctx = ctx_row if ctx_row is not None else slot_row[:0]
-            cand, inverse = torch.unique(torch.cat([slot_row, open_target.clamp(min=0), ctx, extra]),
+            cand, inverse = torch.unique(torch.cat([slot_row, open_target.clamp(min=0), ctx, goal_row, extra]),
                                          return_inverse=True)
             n_slots, n_opens = len(slot_row), len(open_target)
             slot_row = inverse[:n_slots]
             open_target = torch.where(open_target >= 0, inverse[n_slots:n_slots + n_opens], open_target)
             if ctx_row is not None:
                 ctx_row = inverse[n_slots + n_opens: n_slots + n_opens + len(ctx)]
+            n_before = n_slots + n_opens + len(ctx)
+            goal_row = inverse[n_before: n_before + len(goal_row)]
             rows = self.rows(cand)
             cand_rows = None  # the sampled rows are the candidates
         else:
@@ -149,7 +158,7 @@ class ContentModel(nn.Module):
         else:  # a step for the track head alone runs the layers up to its exit, no further
             at_exit = self.rank_forward(emb)
         sel = open_target >= 0
-        track_loss = zero
+        track_loss = goal_loss = zero
         if sel.any():
             ob, op, target_row = open_b[sel], open_p[sel], open_target[sel]
             ranked, col = rows, slot_row
@@ -157,7 +166,7 @@ class ContentModel(nn.Module):
                 ranked = rows[cand_rows]
                 place = torch.full((len(rows),), -1, dtype=torch.long, device=rows.device)
                 place[cand_rows] = torch.arange(len(cand_rows), device=rows.device)
-                target_row, col = place[target_row], place[slot_row]
+                target_row, col, goal_row = place[target_row], place[slot_row], place[goal_row]
             scores = self.track_scores(at_exit[ob, op], ranked)
             # the conversation's tracks before this <|music|> are never offered again (the engine
             # excludes them: talkplay.exclusion), so the target ranks among the others; left in,
@@ -166,5 +175,14 @@ class ContentModel(nn.Module):
             hide = (col[sl] >= 0) & (col[sl] != target_row[o])
             scores = scores.index_put((o[hide], col[sl][hide]), torch.tensor(float("-inf"), device=scores.device))
             track_loss = nn.functional.cross_entropy(scores, target_row)
-        return {"loss": text_weight * text_loss + track_loss, "text_loss": text_loss.detach(),
-                "track_loss": track_loss.detach(), "n_text": keep.sum(), "n_tracks": sel.sum()}
+            if goal:  # the goal pairs of the supervised opens (by their index among those opens)
+                where = torch.full((len(open_target),), -1, dtype=torch.long, device=scores.device)
+                where[sel] = torch.arange(int(sel.sum()), device=scores.device)
+                g_open, g_col = where[goal_open], goal_row
+                ok = (g_open >= 0) & (g_col >= 0)
+                if ok.any():
+                    logp = torch.log_softmax(scores, dim=-1)[g_open[ok], g_col[ok]]
+                    goal_loss = -logp[torch.isfinite(logp)].mean()
+        return {"loss": text_weight * text_loss + track_loss + goal_weight * goal_loss,
+                "text_loss": text_loss.detach(), "track_loss": track_loss.detach(),
+                "goal_loss": goal_loss.detach(), "n_text": keep.sum(), "n_tracks": sel.sum()}

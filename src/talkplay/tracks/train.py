@@ -317,7 +317,8 @@ def step(s: Session, t_loop: float) -> dict[str, Any]:
         g["lr"] = lr * g["lr_scale"]
     # with an early exit, only every text_every-th step runs the whole stack for the reply
     text_step = net.cfg.exit_layer is None or state["step"] % cfg.text_every == 0
-    out = s.model(**batch, queries=s.queries, text_weight=cfg.text_weight if text_step else 0.0)
+    out = s.model(**batch, queries=s.queries, text_weight=cfg.text_weight if text_step else 0.0,
+                  goal_weight=cfg.goal_weight)
     acc.backward(out["loss"])
     acc.clip_grad_norm_(s.params, 1.0)
     s.opt.step()
@@ -329,7 +330,8 @@ def step(s: Session, t_loop: float) -> dict[str, Any]:
         s.last_text = round(float(out["text_loss"]), 4)
     rec = {"step": state["step"], "loss": round(float(out["loss"].detach()), 4),
            "text_loss": s.last_text if text_step else None,
-           "track_loss": round(float(out["track_loss"]), 4), "lr": lr,
+           "track_loss": round(float(out["track_loss"]), 4),
+           "goal_loss": round(float(out["goal_loss"]), 4) if cfg.goal_weight else None, "lr": lr,
            "seconds": round(state["elapsed"], 1)}
     s.history.append(rec)
     return rec
