@@ -26,7 +26,8 @@ ONLY_FOR = {
                 "the codes trainer renders no cards": "cards cards_history"},
 }
 # the flag that moves a switch off its default, where it is not --field-name
-OFF_FLAGS = {"supervised_logits": "--all-logits", "words": "--no-words", "cards": "--no-cards",
+OFF_FLAGS = {"supervised_logits": "--all-logits", "words": "--no-words", "words_gate": "--no-words-gate",
+             "cards": "--no-cards",
              "cards_history": "--cards-latest"}
 
 
@@ -111,8 +112,9 @@ class TrainConfig:
     # text embedding), not one gain for every message (talkplay.tracks.network)
     current_gate: bool = False
     # content: the request's words weighed by what the turn's own message says (learnt), so
-    # chit-chat's words can go quiet (talkplay.tracks.network)
-    words_gate: bool = False
+    # chit-chat's words can go quiet (talkplay.tracks.network); CPCD: BENCHMARKS.md, "Learning
+    # beyond the start"
+    words_gate: bool = True
     # content: what a training target is ranked against. seen: the tracks the training
     # conversations hold; catalog: every track, which teaches "never in training" as a reason to
     # rank a track low and costs cold tracks (BENCHMARKS.md, "Learning beyond the start")
