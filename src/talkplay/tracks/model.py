@@ -107,7 +107,7 @@ class ContentModel(nn.Module):
                 ctx_w: torch.Tensor | None = None, goal_open: torch.Tensor | None = None,
                 goal_row: torch.Tensor | None = None, text_weight: float = 1.0,
                 goal_weight: float = 0.0) -> dict[str, torch.Tensor]:
-        """``{"loss", "text_loss", "track_loss", "n_text", "n_tracks"}`` for one batch.
+        """``{"loss", "text_loss", "track_loss", "goal_loss", "n_text", "n_tracks"}`` for one batch.
 
         The text loss is the LM's cross-entropy on the supervised reply tokens (its head run
         only there; ``text_weight`` 0 skips it, and the layers past the track head's exit with
@@ -160,29 +160,43 @@ class ContentModel(nn.Module):
         sel = open_target >= 0
         track_loss = goal_loss = zero
         if sel.any():
-            ob, op, target_row = open_b[sel], open_p[sel], open_target[sel]
-            ranked, col = rows, slot_row
-            if cand_rows is not None:  # places among the candidates
-                ranked = rows[cand_rows]
-                place = torch.full((len(rows),), -1, dtype=torch.long, device=rows.device)
-                place[cand_rows] = torch.arange(len(cand_rows), device=rows.device)
-                target_row, col, goal_row = place[target_row], place[slot_row], place[goal_row]
-            scores = self.track_scores(at_exit[ob, op], ranked)
-            # the conversation's tracks before this <|music|> are never offered again (the engine
-            # excludes them: talkplay.exclusion), so the target ranks among the others; left in,
-            # they teach that the tracks so far, which the context points at, are wrong answers
-            o, sl = ((slot_b[None, :] == ob[:, None]) & (slot_p[None, :] < op[:, None])).nonzero(as_tuple=True)
-            hide = (col[sl] >= 0) & (col[sl] != target_row[o])
-            scores = scores.index_put((o[hide], col[sl][hide]), torch.tensor(float("-inf"), device=scores.device))
-            track_loss = nn.functional.cross_entropy(scores, target_row)
-            if goal:  # the goal pairs of the supervised opens (by their index among those opens)
-                where = torch.full((len(open_target),), -1, dtype=torch.long, device=scores.device)
-                where[sel] = torch.arange(int(sel.sum()), device=scores.device)
-                g_open, g_col = where[goal_open], goal_row
-                ok = (g_open >= 0) & (g_col >= 0)
-                if ok.any():
-                    logp = torch.log_softmax(scores, dim=-1)[g_open[ok], g_col[ok]]
-                    goal_loss = -logp[torch.isfinite(logp)].mean()
+            track_loss, goal_loss = self._track_losses(
+                at_exit, rows, cand_rows, (slot_b, slot_p, slot_row), sel, open_b, open_p, open_target,
+                goal_open, goal_row if goal else None)
         return {"loss": text_weight * text_loss + track_loss + goal_weight * goal_loss,
                 "text_loss": text_loss.detach(), "track_loss": track_loss.detach(),
                 "goal_loss": goal_loss.detach(), "n_text": keep.sum(), "n_tracks": sel.sum()}
+
+    def _track_losses(self, at_exit: torch.Tensor, rows: torch.Tensor, cand_rows: torch.Tensor | None,
+                      slots: tuple[torch.Tensor, torch.Tensor, torch.Tensor], sel: torch.Tensor,
+                      open_b: torch.Tensor, open_p: torch.Tensor, open_target: torch.Tensor,
+                      goal_open: torch.Tensor | None, goal_row: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(target cross-entropy, goal cross-entropy) of the supervised opens ``sel`` (see ``forward``).
+        ``cand_rows``: the rows ranked (None: all of ``rows``); ``slots``: (batch, position, row)."""
+        slot_b, slot_p, slot_row = slots
+        ob, op, target_row = open_b[sel], open_p[sel], open_target[sel]
+        ranked, col = rows, slot_row
+        if cand_rows is not None:  # places among the candidates
+            ranked = rows[cand_rows]
+            place = torch.full((len(rows),), -1, dtype=torch.long, device=rows.device)
+            place[cand_rows] = torch.arange(len(cand_rows), device=rows.device)
+            target_row, col = place[target_row], place[slot_row]
+            goal_row = place[goal_row] if goal_row is not None else None
+        scores = self.track_scores(at_exit[ob, op], ranked)
+        # the conversation's tracks before this <|music|> are never offered again (the engine
+        # excludes them: talkplay.exclusion), so the target ranks among the others; left in,
+        # they teach that the tracks so far, which the context points at, are wrong answers
+        o, sl = ((slot_b[None, :] == ob[:, None]) & (slot_p[None, :] < op[:, None])).nonzero(as_tuple=True)
+        hide = (col[sl] >= 0) & (col[sl] != target_row[o])
+        scores = scores.index_put((o[hide], col[sl][hide]), torch.tensor(float("-inf"), device=scores.device))
+        track_loss = nn.functional.cross_entropy(scores, target_row)
+        goal_loss = torch.zeros((), device=scores.device)  # (scores hold -inf: no 0 * sum)
+        if goal_row is not None and goal_open is not None:  # goal pairs, by their open's index among sel
+            where = torch.full((len(open_target),), -1, dtype=torch.long, device=scores.device)
+            where[sel] = torch.arange(int(sel.sum()), device=scores.device)
+            g_open = where[goal_open]
+            ok = (g_open >= 0) & (goal_row >= 0)
+            if ok.any():
+                logp = torch.log_softmax(scores, dim=-1)[g_open[ok], goal_row[ok]]
+                goal_loss = -logp[torch.isfinite(logp)].mean()
+        return track_loss, goal_loss
