@@ -1,7 +1,7 @@
 """TalkPlay (content-grounded tracks) under CPCD 5-fold cross-validation, beside dense retrieval.
 
 Run as ``python benchmarks/cpcd_cv.py --base runs/cpcd --work runs/cv [--folds 5]
-[--parallel 2] [--budget 20] [--train-args "..."] [--markdown]``. ``--base`` is an imported
+[--parallel 2] [--budget 20] [--train-args "..."] [--only 0,1] [--markdown]``. ``--base`` is an imported
 and encoded CPCD run; each fold gets a copy whose recorded split holds out that fold (the
 folds of ``benchmarks/cpcd.py --folds``), then the README's CPU recipe: ``talkplay dialogs
 --no-align --no-search`` (CPCD training conversations only), ``talkplay train --modalities
@@ -9,6 +9,7 @@ metadata --time-budget BUDGET`` (otherwise the defaults; ``--train-args`` adds f
 ``talkplay eval --systems dense,bm25,untrained,talkplay`` with the follow-up probe.
 ``--parallel`` folds run at once, sharing the cores. Prints, per system, mean ± sd over
 folds of macro hit@10 and mrr@100 (overall, cold, follow-up turns) and the probe's echo rate.
+A fold whose report exists is read, not rerun; ``--only`` runs (and reports) those folds alone.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--budget", type=float, default=20.0, help="Training minutes per fold at most.")
     ap.add_argument("--train-args", default="", help="More `talkplay train` flags, e.g. \"--negatives catalog\".")
+    ap.add_argument("--only", default="", help="Comma-separated fold numbers to run and report (default: all).")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -84,7 +86,8 @@ def main() -> int:
             return run_fold(args.base, args.work, f, args.folds, splits[f], args.budget, args.train_args.split(),
                             threads)
 
-        results = list(pool.map(one, range(args.folds)))
+        picked = [int(f) for f in args.only.split(",")] if args.only else list(range(args.folds))
+        results = list(pool.map(one, picked))
     header = ["system", *(f"{p} {m}" for p, m in CELLS), "echo"]
     rows = []
     for name in results[0]["systems"]:
@@ -96,9 +99,10 @@ def main() -> int:
         echo = [s["follow_ups"]["echo_rate"] for s in systems if s.get("follow_ups")]
         cells.append(f"{np.mean(echo):.3f} ± {np.std(echo):.3f}" if echo else "")
         rows.append([name, *cells])
-    steps = [Run(args.work / f"fold{f}").stage("train").get("steps") for f in range(args.folds)]
-    print(f"{args.folds} folds, training steps per fold: {steps}, budget {args.budget:g} min each")
-    print_table(f"CPCD {args.folds}-fold CV, macro, mean ± sd over folds", header, rows, args.markdown)
+    steps = [Run(args.work / f"fold{f}").stage("train").get("steps") for f in picked]
+    print(f"folds {picked} of {args.folds}, training steps per fold: {steps}, budget {args.budget:g} min each")
+    print_table(f"CPCD {args.folds}-fold CV (folds {', '.join(map(str, picked))}), macro, mean ± sd over folds",
+                header, rows, args.markdown)
     return 0
 
 
