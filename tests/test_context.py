@@ -80,20 +80,27 @@ def test_the_turns_own_message_outweighs_the_earlier_ones_by_a_learnt_gain():
     assert plain.request_dim == 16 + 16 + 16 and plain.current_gain is None
 
 
-@torch.no_grad()
-def test_a_current_gate_weighs_each_message_by_what_it_says():
+def plain_gated_chat_ask(gate: str, seed: int) -> tuple[TrackNet, TrackNet, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A net without and with ``gate`` (the same start), a chit-chat request, a request whose
+    own message is unlike it, and the chit-chat message's direction ``e``; checks that the
+    gate, from zero, changes nothing."""
     cfg = TrackNetConfig(dims={"metadata": 16, WORDS: 16}, hidden=24, query_dim=16,
                          text_modalities=["metadata", WORDS], unit_query=True, context=1.0, current=2.0)
     plain = TrackNet.create(cfg)
-    gated = TrackNet.create(TrackNetConfig(**{**cfg.to_dict(), "current_gate": True}))
-    gen = torch.Generator().manual_seed(1)
+    gated = TrackNet.create(TrackNetConfig(**{**cfg.to_dict(), gate: True}))
+    gen = torch.Generator().manual_seed(seed)
     chat, ask = (torch.randn(1, plain.request_dim, generator=gen) for _ in range(2))
     own = slice(32, 48)  # the turn's own text embedding in the request
     e = chat[0, own] / chat[0, own].norm()
     ask[0, own] -= (ask[0, own] @ e) * e  # a message unlike the chit-chat
-    # from zero the gate changes nothing: the gated net starts where the plain one does
-    for q in (chat, ask):
+    for q in (chat, ask):  # from zero the gate changes nothing: the gated net starts as the plain one
         assert torch.allclose(gated.query(q), plain.query(q))
+    return plain, gated, chat, ask, e
+
+
+@torch.no_grad()
+def test_a_current_gate_weighs_each_message_by_what_it_says():
+    plain, gated, chat, ask, e = plain_gated_chat_ask("current_gate", seed=1)
     gated.current_gate.weight.copy_(-e[None])  # learnt: messages like this one weigh less
 
     def own_part(net: TrackNet, q: torch.Tensor) -> torch.Tensor:  # the query minus all turns' part
@@ -105,17 +112,7 @@ def test_a_current_gate_weighs_each_message_by_what_it_says():
 
 @torch.no_grad()
 def test_a_words_gate_silences_the_words_of_one_kind_of_message_and_keeps_its_meaning():
-    cfg = TrackNetConfig(dims={"metadata": 16, WORDS: 16}, hidden=24, query_dim=16,
-                         text_modalities=["metadata", WORDS], unit_query=True, context=1.0, current=2.0)
-    plain = TrackNet.create(cfg)
-    gated = TrackNet.create(TrackNetConfig(**{**cfg.to_dict(), "words_gate": True}))
-    gen = torch.Generator().manual_seed(2)
-    chat, ask = (torch.randn(1, plain.request_dim, generator=gen) for _ in range(2))
-    own = slice(32, 48)  # the turn's own text embedding in the request
-    e = chat[0, own] / chat[0, own].norm()
-    ask[0, own] -= (ask[0, own] @ e) * e  # a message unlike the chit-chat
-    for q in (chat, ask):  # from zero the gate changes nothing
-        assert torch.allclose(gated.query(q), plain.query(q))
+    plain, gated, chat, ask, e = plain_gated_chat_ask("words_gate", seed=2)
     gated.words_gate.weight.copy_(-e[None])  # learnt: messages like this one have no words worth matching
 
     def without_words(q: torch.Tensor) -> torch.Tensor:  # the request with every words vector zeroed
