@@ -33,7 +33,7 @@ def test_the_exit_is_saved_and_only_every_nth_step_trains_the_reply(exit_run):
     assert json.loads((exit_run.model_dir / "talkplay.json").read_text())["exit_layer"] == 1
     log = [json.loads(x) for x in (exit_run.path / "train" / "log.jsonl").read_text().splitlines()]
     assert [h["text_loss"] is not None for h in log[:6]] == [True, False, False, True, False, False]
-    assert all(h["track_loss"] > 0 for h in log)
+    assert all(h["track_loss"] > 0 for h in log[:6])  # (a learnt target may round to 0 later)
 
 
 def test_ranking_alone_and_ranking_before_a_reply_agree_and_read_the_exit(exit_run):
