@@ -6,9 +6,9 @@ and the track's row, and for every block the assistant writes, the ``<|music|>``
 where the model predicts the track, the request text whose embedding is added there, and
 the target row (-1 when the track is not a target, e.g. one the user rejected), the turn's
 own message and the conversation's tracks so far (``context_tracks``), which the model also
-reads there. ``collate(examples, pad_id, query_index)`` pads a batch into tensors (with each open's
-``goal`` rows as ``goal_open``/``goal_row`` pairs) that
-``ContentModel.forward`` reads.
+reads there, and the playlist still to come (``goal_rows``). ``collate(examples, pad_id,
+query_index)`` pads a batch into the tensors ``ContentModel.forward`` reads (each open's goal
+rows as ``goal_open``/``goal_row`` pairs).
 """
 
 from __future__ import annotations
@@ -104,15 +104,16 @@ class Example:
         labels = r.labels()
         ex = cls(list(ids), labels)
         goal = goal_rows(conv, slots.index)
+        earlier: set[int] = set()  # the rows of the slots so far
         for p, (tid, turn, by_assistant) in zip(positions, blocks, strict=True):
             row = slots.index[tid]
             if by_assistant and p > 0 and ids[p - 1] == open_id:
                 target = row if r.loss_mask[p] else -1
-                earlier = {r_ for _, r_ in ex.slots}
                 ex.opens.append(Open(p - 1, query_text(conv, turn), target, current_text(conv, turn),
                                      context_rows(conv, turn, slots.index),
                                      [g for g in goal if g != row and g not in earlier] if target >= 0 else []))
             ex.slots.append((p, row))
+            earlier.add(row)
             labels[p] = -100  # the slot is predicted by the track head, not the text head
         return ex
 
