@@ -1,15 +1,17 @@
 """TalkPlay (content-grounded tracks) under CPCD 5-fold cross-validation, beside dense retrieval.
 
 Run as ``python benchmarks/cpcd_cv.py --base runs/cpcd --work runs/cv [--folds 5]
-[--parallel 2] [--budget 20] [--train-args "..."] [--only 0,1] [--markdown]``. ``--base`` is an imported
-and encoded CPCD run; each fold gets a copy whose recorded split holds out that fold (the
-folds of ``benchmarks/cpcd.py --folds``), then the README's CPU recipe: ``talkplay dialogs
---no-align --no-search`` (CPCD training conversations only), ``talkplay train --modalities
-metadata --time-budget BUDGET`` (otherwise the defaults; ``--train-args`` adds flags), and
-``talkplay eval --systems dense,bm25,untrained,talkplay`` with the follow-up probe.
-``--parallel`` folds run at once, sharing the cores. Prints, per system, mean ± sd over
-folds of macro hit@10 and mrr@100 (overall, cold, follow-up turns) and the probe's echo rate.
-A fold whose report exists is read, not rerun; ``--only`` runs (and reports) those folds alone.
+[--parallel 2] [--budget 20] [--train-args "..."] [--dialogs-args=--follow-ups] [--only 0,1]
+[--markdown]``. ``--base`` is an imported and encoded CPCD run; each fold gets a copy whose
+recorded split holds out that fold (the folds of ``benchmarks/cpcd.py --folds``), then the
+README's CPU recipe: ``talkplay dialogs --no-align --no-search`` (CPCD training conversations
+only; ``--dialogs-args`` adds flags), ``talkplay train --modalities metadata --time-budget
+BUDGET`` (otherwise the defaults; ``--train-args`` adds flags), and ``talkplay eval --systems
+dense,bm25,untrained,talkplay`` with the follow-up probe. ``--parallel`` folds run at once,
+sharing the cores. Prints, per system, mean ± sd over folds of macro hit@10 and mrr@100
+(overall, cold, follow-up turns) and the probe's echo rate, then per fold what training adds
+to its untrained start. A fold whose report exists is read, not rerun; ``--only`` runs (and
+reports) those folds alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -45,7 +48,7 @@ def cell(report: dict, part: str, metric: str) -> float:
 
 
 def run_fold(base: Path, work: Path, f: int, n_folds: int, test_ids: list[str], budget: float,
-             train_args: list[str], threads: int) -> dict:
+             train_args: list[str], dialogs_args: list[str], threads: int) -> dict:
     path = work / f"fold{f}"
     report = path / "eval" / "cv.json"
     if report.exists():
@@ -58,7 +61,7 @@ def run_fold(base: Path, work: Path, f: int, n_folds: int, test_ids: list[str], 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TALKPLAY_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
     cli = [sys.executable, "-m", "talkplay.cli"]
     log = open(path / "cv.log", "w")  # noqa: SIM115
-    for cmd in (["dialogs", str(path), "--no-align", "--no-search"],
+    for cmd in (["dialogs", str(path), "--no-align", "--no-search", *dialogs_args],
                 ["train", str(path), *RECIPE, "--threads", str(threads), "--time-budget", str(budget),
                  *train_args],
                 ["eval", str(path), "--systems", SYSTEMS, "--name", "cv", "--n-boot", "0",
@@ -74,8 +77,12 @@ def main() -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--budget", type=float, default=20.0, help="Training minutes per fold at most.")
-    ap.add_argument("--train-args", default="", help="More `talkplay train` flags, e.g. \"--negatives catalog\".")
-    ap.add_argument("--only", default="", help="Comma-separated fold numbers to run and report (default: all).")
+    ap.add_argument("--train-args", default="",
+                    help="More `talkplay train` flags, e.g. \"--negatives catalog\".")
+    ap.add_argument("--dialogs-args", default="",
+                    help="More `talkplay dialogs` flags (one flag alone: --dialogs-args=--follow-ups).")
+    ap.add_argument("--only", default="",
+                    help="Comma-separated fold numbers to run and report (default: all).")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -83,8 +90,8 @@ def main() -> int:
     threads = max(1, (os.cpu_count() or 1) // args.parallel)  # the cores shared between the folds at once
     with ThreadPoolExecutor(args.parallel) as pool:
         def one(f: int) -> dict:
-            return run_fold(args.base, args.work, f, args.folds, splits[f], args.budget, args.train_args.split(),
-                            threads)
+            return run_fold(args.base, args.work, f, args.folds, splits[f], args.budget,
+                            shlex.split(args.train_args), shlex.split(args.dialogs_args), threads)
 
         picked = [int(f) for f in args.only.split(",")] if args.only else list(range(args.folds))
         results = list(pool.map(one, picked))
@@ -100,9 +107,17 @@ def main() -> int:
         cells.append(f"{np.mean(echo):.3f} ± {np.std(echo):.3f}" if echo else "")
         rows.append([name, *cells])
     steps = [Run(args.work / f"fold{f}").stage("train").get("steps") for f in picked]
-    print(f"folds {picked} of {args.folds}, training steps per fold: {steps}, budget {args.budget:g} min each")
-    print_table(f"CPCD {args.folds}-fold CV (folds {', '.join(map(str, picked))}), macro, mean ± sd over folds",
+    print(f"folds {picked} of {args.folds}, training steps per fold: {steps}, "
+          f"budget {args.budget:g} min each")
+    title = f"CPCD {args.folds}-fold CV (folds {', '.join(map(str, picked))}), macro, mean ± sd over folds"
+    print_table(title,
                 header, rows, args.markdown)
+    gains = [[str(f), *(f"{cell(r['systems']['talkplay'], p, m) - cell(r['systems']['untrained'], p, m):+.3f}"
+                        for p, m in CELLS)] for f, r in zip(picked, results, strict=True)
+             if {"talkplay", "untrained"} <= r["systems"].keys()]
+    if gains:
+        print_table("trained minus untrained, per fold", ["fold", *(f"{p} {m}" for p, m in CELLS)], gains,
+                    args.markdown)
     return 0
 
 

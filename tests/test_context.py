@@ -80,7 +80,8 @@ def test_the_turns_own_message_outweighs_the_earlier_ones_by_a_learnt_gain():
     assert plain.request_dim == 16 + 16 + 16 and plain.current_gain is None
 
 
-def plain_gated_chat_ask(gate: str, seed: int) -> tuple[TrackNet, TrackNet, torch.Tensor, torch.Tensor, torch.Tensor]:
+def plain_gated_chat_ask(gate: str, seed: int
+                         ) -> tuple[TrackNet, TrackNet, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A net without and with ``gate`` (the same start), a chit-chat request, a request whose
     own message is unlike it, and the chit-chat message's direction ``e``; checks that the
     gate, from zero, changes nothing."""

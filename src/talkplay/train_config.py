@@ -20,7 +20,8 @@ ONLY_FOR = {
               "the content trainer runs in float32 and keeps its activations": "bf16 gradient_checkpointing",
               "the content trainer has its own text loss": "supervised_logits"},
     "content": {"a codes model has no track network":
-                "exit_layer inject_gain net_lr words_gain context current current_gate words_gate negatives goal_weight",
+                "exit_layer inject_gain net_lr words_gain context current current_gate words_gate "
+                "negatives goal_weight",
                 "a codes model has one loss": "text_weight text_every",
                 "a codes model's tracks are its tokenizer's codes": "modalities modality_dropout words",
                 "the codes trainer renders no cards": "cards cards_history"},

@@ -126,7 +126,8 @@ def register(app: typer.Typer) -> None:
                           text_every=text_every,
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
                           cards_history=cards_history,
-                          words=words, net_lr=net_lr, current_gate=current_gate, words_gate=words_gate, negatives=negatives, goal_weight=goal_weight,
+                          words=words, net_lr=net_lr, current_gate=current_gate, words_gate=words_gate,
+                          negatives=negatives, goal_weight=goal_weight,
                           context=context,
                           words_gain=words_gain, current=current)
         out = train_run(Run(run), cfg)

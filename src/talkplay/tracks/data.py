@@ -111,7 +111,8 @@ class Example:
                 target = row if r.loss_mask[p] else -1
                 ex.opens.append(Open(p - 1, query_text(conv, turn), target, current_text(conv, turn),
                                      context_rows(conv, turn, slots.index),
-                                     [g for g in goal if g != row and g not in earlier] if target >= 0 else []))
+                                     [g for g in goal if g != row and g not in earlier]
+                                     if target >= 0 else []))
             ex.slots.append((p, row))
             earlier.add(row)
             labels[p] = -100  # the slot is predicted by the track head, not the text head

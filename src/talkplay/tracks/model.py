@@ -129,8 +129,8 @@ class ContentModel(nn.Module):
             if cand_rows is not None:
                 extra = cand_rows[extra]
             ctx = ctx_row if ctx_row is not None else slot_row[:0]
-            cand, inverse = torch.unique(torch.cat([slot_row, open_target.clamp(min=0), ctx, goal_row, extra]),
-                                         return_inverse=True)
+            parts = [slot_row, open_target.clamp(min=0), ctx, goal_row, extra]
+            cand, inverse = torch.unique(torch.cat(parts), return_inverse=True)
             n_slots, n_opens = len(slot_row), len(open_target)
             slot_row = inverse[:n_slots]
             open_target = torch.where(open_target >= 0, inverse[n_slots:n_slots + n_opens], open_target)
@@ -170,7 +170,8 @@ class ContentModel(nn.Module):
     def _track_losses(self, at_exit: torch.Tensor, rows: torch.Tensor, cand_rows: torch.Tensor | None,
                       slots: tuple[torch.Tensor, torch.Tensor, torch.Tensor], sel: torch.Tensor,
                       open_b: torch.Tensor, open_p: torch.Tensor, open_target: torch.Tensor,
-                      goal_open: torch.Tensor | None, goal_row: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                      goal_open: torch.Tensor | None, goal_row: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """(target cross-entropy, goal cross-entropy) of the supervised opens ``sel`` (see ``forward``).
         ``cand_rows``: the rows ranked (None: all of ``rows``); ``slots``: (batch, position, row)."""
         slot_b, slot_p, slot_row = slots

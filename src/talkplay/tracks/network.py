@@ -159,7 +159,7 @@ class TrackNet(nn.Module):
                 net.context_gate.bias.zero_()
             if net.current_gate is not None:  # every message at cfg.current until training says otherwise
                 net.current_gate.weight.zero_()
-            if net.words_gate is not None:  # words at full weight (2 sigmoid(0)) until training says otherwise
+            if net.words_gate is not None:  # words at full weight (2 sigmoid(0)) until trained otherwise
                 net.words_gate.weight.zero_()
                 net.words_gate.bias.zero_()
         return net
