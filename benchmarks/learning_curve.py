@@ -30,7 +30,8 @@ from cpcd import print_table  # noqa: E402
 
 RECIPE = ["--modalities", "metadata", "--time-budget", "0", "--epochs", "3"]
 # each source alone on top of CPCD's conversations (`talkplay dialogs` flags)
-SOURCES = {"searches": ["--no-align"], "alignment": ["--no-search"],
+CPCD_ONLY = ["--no-align", "--no-search", "--no-follow-ups"]
+SOURCES = {"searches": ["--no-align", "--no-follow-ups"], "alignment": ["--no-search", "--no-follow-ups"],
            "follow-ups": ["--no-align", "--no-search", "--follow-ups"]}
 
 
@@ -54,7 +55,9 @@ def point(base: Path, work: Path, name: str, fraction: float, dialogs: list[str]
         call("dialogs", str(path), *dialogs)
         train = path / "dialogs" / "train.jsonl"
         lines = train.read_text(encoding="utf-8").splitlines()
-        packed = [bool(json.loads(x).get("extra", {}).get("alignment")) for x in lines]  # searches, alignment
+        # searches, alignment and chit-chat follow-ups are a source's, kept whole beside the sample
+        packed = [bool(d.get("extra", {}).get("alignment")) or d.get("source") == "follow-up"
+                  for d in map(json.loads, lines)]
         cpcd = [x for x, p in zip(lines, packed, strict=True) if not p]
         keep = set(random.Random(0).sample(range(len(cpcd)), round(fraction * len(cpcd))))
         kept = [x for i, x in enumerate(cpcd) if i in keep]
@@ -106,7 +109,7 @@ def main() -> int:
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     extra = shlex.split(args.train_args)
-    plan = [(f"cpcd-{f}", "CPCD", float(f), ["--no-align", "--no-search"]) for f in args.fractions.split(",")]
+    plan = [(f"cpcd-{f}", "CPCD", float(f), CPCD_ONLY) for f in args.fractions.split(",")]
     plan += [(f"cpcd+{s}", s, 1.0, SOURCES[s]) for s in args.sources.split(",") if s]
     rows = []
     for name, source, fraction, dialogs in plan:

@@ -155,7 +155,7 @@ def test_talkplaydata2_sessions_render_with_their_profiles(tmp_path, tpd2_dir):
 
     get_importer("talkplaydata2").load(str(tpd2_dir), Issues()).save(tmp_path)
     run = embed_and_tokenize(Run(tmp_path))
-    info = build_dialogs(run, DialogsConfig(align=False, valid_frac=0, test_frac=0))
+    info = build_dialogs(run, DialogsConfig(align=False, follow_ups=False, valid_frac=0, test_frac=0))
     assert info["imported"] == 3 == info["train"]
     music = MusicTokenizer.load(run.tokenizer_dir)
     tok = load_tokenizer("tiny")
@@ -370,3 +370,28 @@ def test_follow_ups_replace_a_later_request_by_chit_chat_and_keep_the_curators_a
     assert (last.recommended, last.assistant) == (real.recommended, real.assistant)
     assert got.turns[:-1] == conv.turns[: len(got.turns) - 1]  # what came before is unchanged
     assert follow_up_conversations([conv], DialogsConfig()) == out  # seeded
+
+
+def test_dialogs_add_follow_ups_of_training_conversations_by_default(tmp_path):
+    """The default build adds one chit-chat variant per imported training conversation (never of
+    a held-out one); ``follow_ups=False`` (``--no-follow-ups``) adds none."""
+    from talkplay.catalog import Conversation, Track, Turn
+
+    tracks = [Track(id=f"t{i}", title=f"Song {i}", artists=[f"Artist {i % 5}"]) for i in range(60)]
+    convs = [Conversation(id=f"conv{c}", source="src",
+                          turns=[Turn(user=f"songs like Song {3 * c}", recommended=[f"t{3 * c}"]),
+                                 Turn(user=f"now Artist {c % 5}", recommended=[f"t{3 * c + 1}"]),
+                                 Turn(user="one more", recommended=[f"t{3 * c + 2}"])]) for c in range(20)]
+    run = Run(tmp_path / "run")
+    Catalog(tracks, [], convs).save(run.path)
+    info = build_dialogs(run, DialogsConfig(synthesize=0, align=False, search=False))
+    train = load_dialogs(run, "train")
+    real = {c.id for c in train if c.source != "follow-up"}
+    chatted = [c for c in train if c.source == "follow-up"]
+    assert real and {c.id for c in chatted} == {f"{i}-follow-up" for i in real}
+    assert info["follow_ups"] == len(real)
+    held = {c.id for split in ("valid", "test") for c in load_dialogs(run, split)}
+    assert held and not any(c.source == "follow-up" for split in ("valid", "test")
+                            for c in load_dialogs(run, split))
+    build_dialogs(run, DialogsConfig(synthesize=0, align=False, search=False, follow_ups=False), force=True)
+    assert {c.id for c in load_dialogs(run, "train")} == real

@@ -130,10 +130,11 @@ def register(app: typer.Typer) -> None:
         no_align: bool = typer.Option(False, "--no-align", help="Skip catalog-alignment examples."),
         no_search: bool = typer.Option(False, "--no-search",
                                        help="Skip the curators' searches of training conversations."),
-        follow_ups: bool = typer.Option(False, "--follow-ups/--no-follow-ups",
-                                        help="Add a chit-chat variant of each imported training "
+        follow_ups: bool = typer.Option(True, "--follow-ups/--no-follow-ups",
+                                        help="A chit-chat variant of each imported training "
                                              "conversation ('love these, keep going'), answered as the "
-                                             "curator answered the real request."),
+                                             "curator answered the real request (default: on; it taught "
+                                             "chit-chat to go on from the conversation, BENCHMARKS.md)."),
         no_imported: bool = typer.Option(False, "--no-imported", help="Leave out imported conversations."),
         valid_frac: float = typer.Option(0.05, "--valid-frac", help="Share of conversations for validation."),
         test_frac: float = typer.Option(0.1, "--test-frac", help="Share of conversations for test."),

@@ -61,7 +61,7 @@ class DialogsConfig:
     align_reverse: bool = True
     align_turns: int = 6
     search: bool = True
-    follow_ups: bool = False
+    follow_ups: bool = True
     include_imported: bool = True
     valid_frac: float = 0.05
     test_frac: float = 0.1
