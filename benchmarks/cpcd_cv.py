@@ -4,14 +4,15 @@ Run as ``python benchmarks/cpcd_cv.py --base runs/cpcd --work runs/cv [--folds 5
 [--parallel 2] [--budget 20] [--train-args "..."] [--dialogs-args=--follow-ups] [--only 0,1]
 [--markdown]``. ``--base`` is an imported and encoded CPCD run; each fold gets a copy whose
 recorded split holds out that fold (the folds of ``benchmarks/cpcd.py --folds``), then the
-README's CPU recipe: ``talkplay dialogs --no-align --no-search`` (CPCD training conversations
-only; ``--dialogs-args`` adds flags), ``talkplay train --modalities metadata --time-budget
-BUDGET`` (otherwise the defaults; ``--train-args`` adds flags), and ``talkplay eval --systems
-dense,bm25,untrained,talkplay`` with the follow-up probe. ``--parallel`` folds run at once,
-sharing the cores. Prints, per system, mean ± sd over folds of macro hit@10 and mrr@100
-(overall, cold, follow-up turns) and the probe's echo rate, then per fold what training adds
-to its untrained start. A fold whose report exists is read, not rerun; ``--only`` runs (and
-reports) those folds alone.
+README's CPU recipe: ``talkplay dialogs --no-align --no-search`` (the CPCD training
+conversations and their chit-chat follow-ups; ``--dialogs-args`` adds flags), ``talkplay
+train --modalities metadata --time-budget BUDGET`` (otherwise the defaults; ``--train-args``
+adds flags), and ``talkplay eval --systems dense,bm25,untrained,talkplay`` with the follow-up
+probe. ``--parallel`` folds run at once, sharing the cores. Prints, per system, mean ± sd
+over folds of macro hit@10 and mrr@100 (overall, cold, follow-up turns) and the probe's echo
+rate, then per fold what training adds to its untrained start. A fold whose report exists is
+read, not rerun (a fold without one is rebuilt: do not start a second run on a folder whose
+folds are still running); ``--only`` runs (and reports) those folds alone.
 """
 
 from __future__ import annotations
@@ -110,8 +111,7 @@ def main() -> int:
     print(f"folds {picked} of {args.folds}, training steps per fold: {steps}, "
           f"budget {args.budget:g} min each")
     title = f"CPCD {args.folds}-fold CV (folds {', '.join(map(str, picked))}), macro, mean ± sd over folds"
-    print_table(title,
-                header, rows, args.markdown)
+    print_table(title, header, rows, args.markdown)
     gains = [[str(f), *(f"{cell(r['systems']['talkplay'], p, m) - cell(r['systems']['untrained'], p, m):+.3f}"
                         for p, m in CELLS)] for f, r in zip(picked, results, strict=True)
              if {"talkplay", "untrained"} <= r["systems"].keys()]
