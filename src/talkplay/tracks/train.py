@@ -7,9 +7,9 @@ the training conversations hold, less the conversation's own so far; with the pl
 to come as targets too: ``ContentModel.forward``). Training is bounded by ``cfg.time_budget``
 minutes when set: the learning rate decays linearly over whichever runs out first, the budget
 or the epochs, so a slower machine takes fewer steps with a complete schedule instead of
-overrunning. Checkpoints
-(``run/checkpoints/content.pt``, atomic) hold the trainable weights, the optimiser, the
-step, the time spent and the data order, so ``--resume`` continues where it stopped.
+overrunning. Checkpoints (``run/checkpoints/content.pt``, atomic) hold the trainable weights,
+the optimiser, the step, the time spent and the data order, so ``--resume`` continues where
+it stopped.
 ``run/model`` gets the merged LM (plain transformers), ``tracks.pt`` and ``tracks.json``.
 """
 
