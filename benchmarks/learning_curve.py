@@ -1,7 +1,7 @@
 """What training adds as it gets more to learn from: the CPCD learning curve.
 
 Run as ``python benchmarks/learning_curve.py --base runs/cpcd --work runs/curve
-[--fractions 0.25,0.5,1] [--sources searches,alignment,follow-ups] [--train-args "--current-gate"]
+[--fractions 0.25,0.5,1] [--sources searches,alignment,follow-ups] [--train-args "--goal-weight 0"]
 [--plot docs/learning_curve.png] [--markdown]``. ``--base`` is an imported and encoded CPCD
 run (its recorded split: 350 train / 50 test). Each point gets a copy of it, ``talkplay
 dialogs`` (CPCD conversations only, or with the curators' searches, the catalog alignment or

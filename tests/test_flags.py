@@ -21,7 +21,7 @@ CODES_FLAGS = [["--grad-accum", "2"], ["--bf16"], ["--gradient-checkpointing"], 
 CONTENT_FLAGS = [["--exit-layer", "0"], ["--inject-gain", "2"], ["--text-weight", "0.5"],
                  ["--text-every", "2"], ["--modalities", "metadata"], ["--modality-dropout", "0.1"],
                  ["--no-words"], ["--net-lr", "0.5"], ["--words-gain", "0.5"], ["--context", "0"],
-                 ["--current", "0"], ["--current-gate"], ["--no-words-gate"], ["--negatives", "catalog"],
+                 ["--current", "0"], ["--no-current-gate"], ["--no-words-gate"], ["--negatives", "catalog"],
                  ["--goal-weight", "0"],
                  ["--no-cards"], ["--cards-latest"]]
 

@@ -28,6 +28,7 @@ ONLY_FOR = {
 }
 # the flag that moves a switch off its default, where it is not --field-name
 OFF_FLAGS = {"supervised_logits": "--all-logits", "words": "--no-words", "words_gate": "--no-words-gate",
+             "current_gate": "--no-current-gate",
              "cards": "--no-cards",
              "cards_history": "--cards-latest"}
 
@@ -110,8 +111,10 @@ class TrainConfig:
     # requests name what they want turn by turn, uses 2 (BENCHMARKS.md, "Current turn")
     current: float = 0.5
     # content: the current gain read from the turn's own message (a learnt linear map of its
-    # text embedding), not one gain for every message (talkplay.tracks.network)
-    current_gate: bool = False
+    # text embedding), not one gain for every message (talkplay.tracks.network). With the
+    # chit-chat follow-ups to learn from it weighs "thank you!" a fifth of "add some Drake"; CPCD
+    # 5-fold CV: BENCHMARKS.md, "The turn's own weight"
+    current_gate: bool = True
     # content: the request's words weighed by what the turn's own message says (learnt), so
     # chit-chat's words can go quiet (talkplay.tracks.network); CPCD: BENCHMARKS.md, "Learning
     # beyond the start"

@@ -84,7 +84,8 @@ def register(app: typer.Typer) -> None:
         current_gate: bool = typer.Option(
             d.current_gate, "--current-gate/--no-current-gate",
             help="content: the turn's own message weighs what its text embedding says (learnt), "
-                 "not one weight for every message."),
+                 "so chit-chat can weigh less than a request; --no-current-gate: one weight for "
+                 "every message."),
         words_gate: bool = typer.Option(
             d.words_gate, "--words-gate/--no-words-gate",
             help="content: the request's words weigh what the turn's own message says (learnt), so "
