@@ -371,6 +371,13 @@ def test_follow_ups_replace_a_later_request_by_chit_chat_and_keep_the_curators_a
     assert got.turns[:-1] == conv.turns[: len(got.turns) - 1]  # what came before is unchanged
     assert follow_up_conversations([conv], DialogsConfig()) == out  # seeded
 
+    two = follow_up_conversations([conv], DialogsConfig(follow_up_turns=2))
+    assert [c.id for c in two] == ["c-follow-up", "c-follow-up-2"]
+    assert sorted(len(c.turns) for c in two) == [2, 3]  # cut at both later turns, once each
+    assert len(follow_up_conversations([conv], DialogsConfig(follow_up_turns=3))) == 2  # only two later
+    with pytest.raises(InputError, match="--follow-up-turns"):
+        DialogsConfig(follow_up_turns=4).validate()
+
 
 def test_dialogs_add_follow_ups_of_training_conversations_by_default(tmp_path):
     """The default build adds one chit-chat variant per imported training conversation (never of

@@ -135,6 +135,9 @@ def register(app: typer.Typer) -> None:
                                              "conversation ('love these, keep going'), answered as the "
                                              "curator answered the real request (default: on; it taught "
                                              "chit-chat to go on from the conversation, BENCHMARKS.md)."),
+        follow_up_turns: int = typer.Option(1, "--follow-up-turns",
+                                            help="Chit-chat variants per conversation, each cut at another "
+                                                 "of its 2nd-4th turns (1-3)."),
         no_imported: bool = typer.Option(False, "--no-imported", help="Leave out imported conversations."),
         valid_frac: float = typer.Option(0.05, "--valid-frac", help="Share of conversations for validation."),
         test_frac: float = typer.Option(0.1, "--test-frac", help="Share of conversations for test."),
@@ -166,6 +169,7 @@ def register(app: typer.Typer) -> None:
         if not (show_mask and built and synthesize is None and teacher is None):
             cfg = DialogsConfig(synthesize=synthesize, seed=seed, max_turns=max_turns, align=not no_align,
                                 search=not no_search, follow_ups=follow_ups,
+                                follow_up_turns=follow_up_turns,
                                 include_imported=not no_imported, valid_frac=valid_frac, test_frac=test_frac,
                                 teacher=teacher, teacher_model=teacher_model,
                                 min_turns=min(2, max_turns))

@@ -49,6 +49,7 @@ class DialogsConfig:
       chit-chat ("love these, keep going"), answered as the curator answered the real one: the
       model learns that a message naming no music goes on from the conversation, and that its
       words are not titles to match (``FOLLOW_UP_TEMPLATES``; never the evaluation probe's).
+      ``follow_up_turns``: how many such variants per conversation, each cut at another turn.
     - ``teacher`` / ``teacher_model``: an OpenAI-compatible base URL that rewrites
       synthetic turns; ``teacher_max`` caps how many conversations it sees.
     """
@@ -62,6 +63,7 @@ class DialogsConfig:
     align_turns: int = 6
     search: bool = True
     follow_ups: bool = True
+    follow_up_turns: int = 1
     include_imported: bool = True
     valid_frac: float = 0.05
     test_frac: float = 0.1
@@ -75,6 +77,9 @@ class DialogsConfig:
             raise InputError("must be 0 or more", field="--synthesize")
         if not 1 <= self.min_turns <= self.max_turns:
             raise InputError("need 1 <= min_turns <= max_turns", field="--max-turns")
+        if not 1 <= self.follow_up_turns <= 3:
+            raise InputError("must be 1 to 3 (a variant per later turn, the second to fourth)",
+                             field="--follow-up-turns")
         if self.align_turns < 1:
             raise InputError("must be at least 1", field="--align-turns")
         for name in ("valid_frac", "test_frac"):
@@ -137,19 +142,22 @@ FOLLOW_UP_TEMPLATES = ("awesome picks!", "cool, this vibe again", "wonderful, co
 
 
 def follow_up_conversations(convs: list[Conversation], cfg: DialogsConfig) -> list[Conversation]:
-    """One chit-chat variant of each conversation in ``convs`` (see ``DialogsConfig.follow_ups``).
-    Pass training conversations only."""
+    """``cfg.follow_up_turns`` chit-chat variants of each conversation in ``convs``, each cut at
+    another turn (see ``DialogsConfig.follow_ups``). Pass training conversations only."""
     rng = random.Random(f"follow-ups:{cfg.seed}")
     out = []
     for c in convs:
         later = [i for i in range(1, min(4, len(c.turns))) if c.turns[i].recommended]
         if not later:
             continue
-        i = rng.choice(later)
-        turn = dataclasses.replace(c.turns[i], user=rng.choice(FOLLOW_UP_TEMPLATES),
-                                   extra={**c.turns[i].extra, "kind": "follow-up"})
-        out.append(dataclasses.replace(c, id=f"{c.id}-follow-up", turns=[*c.turns[:i], turn],
-                                       source="follow-up"))
+        cuts = [rng.choice(later)]  # the first draw as before: one variant per conversation is unchanged
+        rest = [i for i in later if i != cuts[0]]
+        cuts += rng.sample(rest, min(cfg.follow_up_turns - 1, len(rest))) if cfg.follow_up_turns > 1 else []
+        for n, i in enumerate(cuts):
+            turn = dataclasses.replace(c.turns[i], user=rng.choice(FOLLOW_UP_TEMPLATES),
+                                       extra={**c.turns[i].extra, "kind": "follow-up"})
+            out.append(dataclasses.replace(c, id=f"{c.id}-follow-up" + (f"-{n + 1}" if n else ""),
+                                           turns=[*c.turns[:i], turn], source="follow-up"))
     return out
 
 
