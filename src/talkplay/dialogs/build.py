@@ -150,9 +150,9 @@ def follow_up_conversations(convs: list[Conversation], cfg: DialogsConfig) -> li
         later = [i for i in range(1, min(4, len(c.turns))) if c.turns[i].recommended]
         if not later:
             continue
-        cuts = [rng.choice(later)]  # the first draw as before: one variant per conversation is unchanged
-        rest = [i for i in later if i != cuts[0]]
-        cuts += rng.sample(rest, min(cfg.follow_up_turns - 1, len(rest))) if cfg.follow_up_turns > 1 else []
+        first = rng.choice(later)  # drawn alone, so one variant per conversation is as before
+        rest = [i for i in later if i != first]
+        cuts = [first, *rng.sample(rest, min(cfg.follow_up_turns - 1, len(rest)))]
         for n, i in enumerate(cuts):
             turn = dataclasses.replace(c.turns[i], user=rng.choice(FOLLOW_UP_TEMPLATES),
                                        extra={**c.turns[i].extra, "kind": "follow-up"})
