@@ -125,3 +125,23 @@ def test_a_words_gate_silences_the_words_of_one_kind_of_message_and_keeps_its_me
     assert torch.allclose(gated.query(chat), without_words(chat), atol=1e-4 * float(chat.norm()))
     assert not torch.allclose(plain.query(chat), without_words(chat), atol=1e-2)
     assert torch.allclose(gated.query(ask), plain.query(ask))  # another message keeps its words
+
+
+@torch.no_grad()
+def test_own_words_take_the_turns_own_words_out_and_keep_the_earlier_turns():
+    plain, gated, chat, ask, e = plain_gated_chat_ask("own_words", seed=3)
+    # a request whose words are the earlier turns' plus this message's: take this message's out
+    earlier = torch.randn(16, generator=torch.Generator().manual_seed(4))
+    chat[0, 16:32] = earlier + chat[0, 48:64]
+    ask[0, 16:32] = earlier + ask[0, 48:64]
+    # learnt: -1 for messages like this one (its own text embedding is chat[0, 32:48])
+    gated.own_words.weight.copy_(-e[None] / (gated.cfg.gate_scale * chat[0, 32:48].norm()))
+
+    def earlier_words_only(q: torch.Tensor) -> torch.Tensor:
+        q = q.clone()
+        q[..., 16:32] = earlier
+        return plain.query(q)
+
+    assert torch.allclose(gated.query(chat), earlier_words_only(chat), atol=1e-4 * float(chat.norm()))
+    assert not torch.allclose(plain.query(chat), earlier_words_only(chat), atol=1e-2)
+    assert torch.allclose(gated.query(ask), plain.query(ask))  # another message keeps its words

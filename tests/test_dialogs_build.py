@@ -379,6 +379,29 @@ def test_follow_ups_replace_a_later_request_by_chit_chat_and_keep_the_curators_a
         DialogsConfig(follow_up_turns=4).validate()
 
 
+def test_a_chit_chat_prefix_goes_in_front_of_an_earlier_request_and_changes_nothing_else():
+    from talkplay.catalog import Conversation, Turn
+    from talkplay.dialogs.build import FOLLOW_UP_TEMPLATES, DialogsConfig, follow_up_conversations
+
+    conv = Conversation(id="c", turns=[Turn(user="reggae from the 90s", recommended=["a"]),
+                                       Turn(user="add some Bob Marley", recommended=["b"]),
+                                       Turn(user="and Majek Fashek", recommended=["d"]),
+                                       Turn(user="now Lucky Dube", recommended=["e"])])
+    plain = follow_up_conversations([conv], DialogsConfig(follow_up_turns=3))
+    prefixed = follow_up_conversations([conv], DialogsConfig(follow_up_turns=3, chit_chat_prefix=True))
+    assert [(c.id, c.turns[-1]) for c in prefixed] == [(c.id, c.turns[-1]) for c in plain]  # same draws
+    for p in prefixed:
+        changed = [i for i, (a, b) in enumerate(zip(p.turns[:-1], conv.turns)) if a != b]
+        if len(p.turns) == 2:  # cut at the second turn: only the opening before it, never prefixed
+            assert changed == []
+            continue
+        (i,) = changed
+        assert i >= 1  # never the opening
+        chat, real = p.turns[i].user, conv.turns[i].user
+        assert chat.endswith(" " + real) and chat[: -len(real) - 1] in FOLLOW_UP_TEMPLATES
+        assert p.turns[i].recommended == conv.turns[i].recommended  # answered as before
+
+
 def test_dialogs_add_follow_ups_of_training_conversations_by_default(tmp_path):
     """The default build adds one chit-chat variant per imported training conversation (never of
     a held-out one); ``follow_ups=False`` (``--no-follow-ups``) adds none."""

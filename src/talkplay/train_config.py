@@ -20,7 +20,7 @@ ONLY_FOR = {
               "the content trainer runs in float32 and keeps its activations": "bf16 gradient_checkpointing",
               "the content trainer has its own text loss": "supervised_logits"},
     "content": {"a codes model has no track network":
-                "exit_layer inject_gain net_lr words_gain context current current_gate words_gate "
+                "exit_layer inject_gain net_lr words_gain context current current_gate words_gate own_words "
                 "negatives goal_weight",
                 "a codes model has one loss": "text_weight text_every",
                 "a codes model's tracks are its tokenizer's codes": "modalities modality_dropout words",
@@ -119,6 +119,9 @@ class TrainConfig:
     # chit-chat's words can go quiet (talkplay.tracks.network); CPCD: BENCHMARKS.md, "Learning
     # beyond the start"
     words_gate: bool = True
+    # content: the turn's own words taken out of (or added to) the request's words by a signed
+    # weight read from its message (learnt), apart from the earlier turns' (talkplay.tracks.network)
+    own_words: bool = False
     # content: what a training target is ranked against. seen: the tracks the training
     # conversations hold; catalog: every track, which teaches "never in training" as a reason to
     # rank a track low and costs cold tracks (BENCHMARKS.md, "Learning beyond the start")

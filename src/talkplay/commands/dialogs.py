@@ -138,6 +138,10 @@ def register(app: typer.Typer) -> None:
         follow_up_turns: int = typer.Option(1, "--follow-up-turns",
                                             help="Chit-chat variants per conversation, each cut at another "
                                                  "of its 2nd-4th turns (1-3)."),
+        chit_chat_prefix: bool = typer.Option(False, "--chit-chat-prefix/--no-chit-chat-prefix",
+                                              help="In each chit-chat variant, chit-chat in front of one "
+                                                   "earlier real request too ('awesome picks! now some "
+                                                   "reggae'), answered as before."),
         no_imported: bool = typer.Option(False, "--no-imported", help="Leave out imported conversations."),
         valid_frac: float = typer.Option(0.05, "--valid-frac", help="Share of conversations for validation."),
         test_frac: float = typer.Option(0.1, "--test-frac", help="Share of conversations for test."),
@@ -169,7 +173,7 @@ def register(app: typer.Typer) -> None:
         if not (show_mask and built and synthesize is None and teacher is None):
             cfg = DialogsConfig(synthesize=synthesize, seed=seed, max_turns=max_turns, align=not no_align,
                                 search=not no_search, follow_ups=follow_ups,
-                                follow_up_turns=follow_up_turns,
+                                follow_up_turns=follow_up_turns, chit_chat_prefix=chit_chat_prefix,
                                 include_imported=not no_imported, valid_frac=valid_frac, test_frac=test_frac,
                                 teacher=teacher, teacher_model=teacher_model,
                                 min_turns=min(2, max_turns))

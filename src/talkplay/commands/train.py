@@ -90,6 +90,10 @@ def register(app: typer.Typer) -> None:
             d.words_gate, "--words-gate/--no-words-gate",
             help="content: the request's words weigh what the turn's own message says (learnt), so "
                  "chit-chat's words can go quiet."),
+        own_words: bool = typer.Option(
+            d.own_words, "--own-words/--no-own-words",
+            help="content: the turn's own words taken out of (or added to) the request's words by a "
+                 "signed weight its message says (learnt), while the earlier turns' words stay."),
         goal_weight: float = typer.Option(
             d.goal_weight, "--goal-weight",
             help="content: weight of the conversation's playlist (its other liked tracks not yet "
@@ -128,6 +132,7 @@ def register(app: typer.Typer) -> None:
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
                           cards_history=cards_history,
                           words=words, net_lr=net_lr, current_gate=current_gate, words_gate=words_gate,
+                          own_words=own_words,
                           negatives=negatives, goal_weight=goal_weight,
                           context=context,
                           words_gain=words_gain, current=current)

@@ -50,6 +50,10 @@ class DialogsConfig:
       model learns that a message naming no music goes on from the conversation, and that its
       words are not titles to match (``FOLLOW_UP_TEMPLATES``; never the evaluation probe's).
       ``follow_up_turns``: how many such variants per conversation, each cut at another turn.
+      ``chit_chat_prefix``: in each variant, one real request before the chit-chat (never the
+      opening) gets chit-chat in front of it too ("awesome picks! now some reggae"), answered as
+      before: beside the unchanged conversation, the model learns that praise around a request
+      does not change what it asks for. No extra conversation, so no extra step.
     - ``teacher`` / ``teacher_model``: an OpenAI-compatible base URL that rewrites
       synthetic turns; ``teacher_max`` caps how many conversations it sees.
     """
@@ -64,6 +68,7 @@ class DialogsConfig:
     search: bool = True
     follow_ups: bool = True
     follow_up_turns: int = 1
+    chit_chat_prefix: bool = False
     include_imported: bool = True
     valid_frac: float = 0.05
     test_frac: float = 0.1
@@ -145,6 +150,7 @@ def follow_up_conversations(convs: list[Conversation], cfg: DialogsConfig) -> li
     """``cfg.follow_up_turns`` chit-chat variants of each conversation in ``convs``, each cut at
     another turn (see ``DialogsConfig.follow_ups``). Pass training conversations only."""
     rng = random.Random(f"follow-ups:{cfg.seed}")
+    prefix_rng = random.Random(f"prefixes:{cfg.seed}")  # its own draws: the variants stay as without
     out = []
     for c in convs:
         later = [i for i in range(1, min(4, len(c.turns))) if c.turns[i].recommended]
@@ -156,8 +162,13 @@ def follow_up_conversations(convs: list[Conversation], cfg: DialogsConfig) -> li
         for n, i in enumerate(cuts):
             turn = dataclasses.replace(c.turns[i], user=rng.choice(FOLLOW_UP_TEMPLATES),
                                        extra={**c.turns[i].extra, "kind": "follow-up"})
+            before = list(c.turns[:i])
+            if cfg.chit_chat_prefix and i >= 2:
+                j = prefix_rng.randrange(1, i)
+                before[j] = dataclasses.replace(
+                    before[j], user=f"{prefix_rng.choice(FOLLOW_UP_TEMPLATES)} {before[j].user}".strip())
             out.append(dataclasses.replace(c, id=f"{c.id}-follow-up" + (f"-{n + 1}" if n else ""),
-                                           turns=[*c.turns[:i], turn], source="follow-up"))
+                                           turns=[*before, turn], source="follow-up"))
     return out
 
 

@@ -81,6 +81,12 @@ class TrackNetConfig:
     # and keep those of a message that names an artist. False: words always at full weight, as
     # nets saved before. BENCHMARKS.md, "Learning beyond the start"
     words_gate: bool = False
+    # the turn's own words taken out of the request's words (every turn's) or added to them, by a
+    # signed weight its text embedding says (a learnt linear map from zero): "Nice! What else have
+    # you got?" is one line of the request's words, and a words gate on them all would silence the
+    # earlier turns' words too. False: none, as nets saved before. BENCHMARKS.md, "Learning
+    # beyond the start"
+    own_words: bool = False
     # constants that change what a trained net computes or how it started, saved with it so a
     # retuned default never changes a model trained before (nets saved without them used these)
     gate_scale: float = GATE_SCALE
@@ -125,6 +131,8 @@ class TrackNet(nn.Module):
                              if cfg.current and cfg.current_gate else None)
         self.words_gate = (nn.Linear(cfg.query_dim, 1) if cfg.words_gate and self.words_dim
                            and (cfg.context or cfg.current) else None)
+        self.own_words = (nn.Linear(cfg.query_dim, 1) if cfg.own_words and self.words_dim and cfg.current
+                          else None)
         self.readout = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
 
@@ -162,6 +170,9 @@ class TrackNet(nn.Module):
             if net.words_gate is not None:  # words at full weight (2 sigmoid(0)) until trained otherwise
                 net.words_gate.weight.zero_()
                 net.words_gate.bias.zero_()
+            if net.own_words is not None:  # no change until training says otherwise
+                net.own_words.weight.zero_()
+                net.own_words.bias.zero_()
         return net
 
     def rows(self, arrays: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -219,6 +230,9 @@ class TrackNet(nn.Module):
                 logit = logit + self.current_gate(own)
             gain = self.cfg.current * torch.exp(self.cfg.gain_scale * logit)
             out = out + gain * self._text(q[..., d + w:], ww)
+        if self.own_words is not None and self.query_words is not None:
+            signed = self.cfg.gate_scale * self.own_words(own)
+            out = out + signed * self.query_words(q[..., 2 * d + w:])
         if context is not None and self.context_in is not None:
             c = self.context_in(context.to(out.dtype))
             if self.context_gate is not None:

@@ -132,7 +132,8 @@ def build_model(run: Run, cfg: Any, feats: TrackFeatures, encoder: Any = None) -
                           text_modalities=feats.text_modalities, row_norm=row_norm,
                           inject_gain=gain, seed=cfg.seed, unit_query=True, context=cfg.context,
                           words_gain=cfg.words_gain, current=cfg.current, exit_layer=exit_layer,
-                          current_gate=cfg.current_gate, words_gate=cfg.words_gate)
+                          current_gate=cfg.current_gate, words_gate=cfg.words_gate,
+                          own_words=cfg.own_words)
     net = TrackNet.create(ncfg)
     if cfg.lora:
         lm = add_lora(lm, cfg, new_ids)
@@ -228,7 +229,8 @@ def _optimizer(model: ContentModel, cfg: Any) -> tuple[torch.optim.Optimizer, li
     fast = [*(net.context_gate.parameters() if net.context_gate is not None else []),
             *([net.current_gain] if net.current_gain is not None else []),
             *(net.current_gate.parameters() if net.current_gate is not None else []),
-            *(net.words_gate.parameters() if net.words_gate is not None else [])]
+            *(net.words_gate.parameters() if net.words_gate is not None else []),
+            *(net.own_words.parameters() if net.own_words is not None else [])]
     net_params = {id(p) for p in net.parameters()} - {id(p) for p in fast}
     # the track network starts where the text encoder already ranks well (BENCHMARKS.md,
     # "Words"); at the LM's LoRA rate its row projections drift toward the few training
