@@ -391,7 +391,9 @@ def test_a_chit_chat_prefix_goes_in_front_of_an_earlier_request_and_changes_noth
     prefixed = follow_up_conversations([conv], DialogsConfig(follow_up_turns=3, chit_chat_prefix=True))
     assert [(c.id, c.turns[-1]) for c in prefixed] == [(c.id, c.turns[-1]) for c in plain]  # same draws
     for p in prefixed:
-        changed = [i for i, (a, b) in enumerate(zip(p.turns[:-1], conv.turns)) if a != b]
+        before = p.turns[:-1]
+        pairs = zip(before, conv.turns[: len(before)], strict=True)
+        changed = [i for i, (a, b) in enumerate(pairs) if a != b]
         if len(p.turns) == 2:  # cut at the second turn: only the opening before it, never prefixed
             assert changed == []
             continue
