@@ -120,7 +120,8 @@ class TrainConfig:
     # beyond the start"
     words_gate: bool = True
     # content: the turn's own words taken out of (or added to) the request's words by a signed
-    # weight read from its message (learnt), apart from the earlier turns' (talkplay.tracks.network)
+    # weight read from its message (learnt), apart from the earlier turns' (talkplay.tracks.network).
+    # Off: on CPCD it echoed less and ranked lower (BENCHMARKS.md, "Where the echo comes from")
     own_words: bool = False
     # content: what a training target is ranked against. seen: the tracks the training
     # conversations hold; catalog: every track, which teaches "never in training" as a reason to
