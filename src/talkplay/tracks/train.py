@@ -234,7 +234,7 @@ def _optimizer(model: ContentModel, cfg: Any) -> tuple[torch.optim.Optimizer, li
     net_params = {id(p) for p in net.parameters()} - {id(p) for p in fast}
     # the track network starts where the text encoder already ranks well (BENCHMARKS.md,
     # "Words"); at the LM's LoRA rate its row projections drift toward the few training
-    # targets and cold tracks pay, so it learns at cfg.net_lr times that rate (0.3 by default).
+    # targets and cold tracks pay, so it learns at cfg.net_lr times that rate.
     groups = [{"params": [p for p in params if id(p) not in net_params], "lr_scale": 1.0},
               {"params": [p for p in params if id(p) in net_params], "lr_scale": cfg.net_lr}]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=0.0)
