@@ -11,7 +11,7 @@ from synth_run import build_synth_run
 from talkplay.catalog import Conversation, Turn
 from talkplay.engine import Engine
 from talkplay.tracks import TrackFeatures
-from talkplay.tracks.words import DIM, WORDS, WordVectors, direction, tokenize
+from talkplay.tracks.words import DIM, WORDS, WordVectors, direction, tokenize, word_weights
 from talkplay.train import TrainConfig, train_run
 
 DOCS = ["Vossi Bop Stormzy", "Clash Dave Stormzy", "Bohemian Rhapsody Queen", "Don't Stop Me Now Queen",
@@ -73,3 +73,57 @@ def test_models_train_with_words_by_default_and_without_on_request(tmp_path):
         assert feats.requests(np.zeros((1, 8), np.float32), ["x"]).shape == (1, 8 + DIM * words)
         engine = Engine.load(run.path)
         assert len(engine.recommend(request, k=5)) == 5
+
+
+def test_word_weights_quiet_the_words_answers_never_hold_and_keep_named_ones():
+    docs = [*DOCS, "Thank You Dido", "Thank U Next Ariana Grande"]
+    wv = WordVectors.fit(docs)
+    turns = [("thank you, more stormzy", ["Vossi Bop Stormzy"]),
+             ("thank you! some queen", ["Hey Jude The Beatles"]),
+             ("stormzy again", ["Clash Dave Stormzy"]), ("", ["Hey Jude The Beatles"])]
+    weights = word_weights(turns)
+    # no answer but its own holds "stormzy"; none holds "thank" or "queen": their weight is the
+    # smoothed share of their messages answered with them, (0 + 1) / (turns + 1)
+    assert weights["thank"] == round(1 / 3, 4) and weights["stormzy"] == 1.0 and weights["queen"] == 0.5
+    assert "dave" not in weights  # no message used it: full weight in encode
+    # a word most answers hold whatever the message says is worth little, even when it matches
+    love = word_weights([("i love it", ["Love Story"]), ("more love songs", ["Crazy in Love"]),
+                         ("some jazz", ["Love for Sale"]), ("calm piano", ["Clair de Lune"])])
+    assert love["love"] == round((3 / 3 - 3 / 4) / (1 - 3 / 4), 4) == 1.0
+    love = word_weights([("i love it", ["Love Story"]), ("more love songs", ["Sad Song"]),
+                         ("some jazz", ["Love for Sale"]), ("calm piano", ["Love Me Do"])])
+    assert love["love"] == 0.0  # in half its answers, three quarters of all: below chance
+    # weights that hold none of the text's words: the unit vector as before
+    for text in ("thank you", "dave please", "thank you, more stormzy"):
+        assert np.allclose(wv.encode([text], {"zzzz": 0.1}), wv.encode([text]))
+    # chit-chat alone comes out short, not rescaled to unit length ("thank" and "you" weigh 1/3)
+    assert abs(float(np.linalg.norm(wv.encode(["thank you!"], weights)[0])) - weights["thank"]) < 1e-5
+    # beside a named artist it leaves the artist at full strength
+    assert abs(float(np.linalg.norm(wv.encode(["thank you, more stormzy"], weights)[0])) - 1) < 1e-5
+    # beside a named artist the echoed word goes quiet: unweighed, "thank" is the rarer word and
+    # a title holding it comes first; weighed, Stormzy's two tracks lead
+    rows = wv.encode(docs)
+    ask = "thank you, more stormzy"
+    plain, weighed = rows @ wv.encode([ask])[0], rows @ wv.encode([ask], weights)[0]
+    thanks = [docs.index("Thank You Dido"), docs.index("Thank U Next Ariana Grande")]
+    assert int(np.argmax(plain)) in thanks
+    assert set(np.argsort(-weighed)[:2]) == {0, 1}
+
+
+def test_training_learns_word_weights_the_engine_reads_and_the_untrained_start_does_not(tmp_path):
+    from talkplay.baselines.untrained import UntrainedRecommender
+
+    tiny = dict(base_model="tiny", track_repr="content", lora=False, init="mean_cov", batch_size=16,
+                lr=3e-3, max_length=256, save_every=1000, max_steps=2)
+    run = build_synth_run(tmp_path / "run", n_train=48)
+    train_run(run, TrainConfig(**tiny))  # on by default
+    saved = json.loads((run.model_dir / "tracks.json").read_text())["word_weights"]
+    assert saved and all(0 < w <= 1 for w in saved.values()) and min(saved.values()) < 1
+    engine = Engine.load(run.path)
+    assert engine.content.features.word_weights == saved
+    untrained = UntrainedRecommender()
+    untrained.fit(run)
+    assert untrained.features.word_weights is None  # the start training begins from weighs none
+    train_run(run, TrainConfig(**tiny, word_weights=False))  # off: nothing saved, nothing weighed
+    assert json.loads((run.model_dir / "tracks.json").read_text())["word_weights"] == {}
+    assert Engine.load(run.path).content.features.word_weights is None

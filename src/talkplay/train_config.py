@@ -21,6 +21,7 @@ ONLY_FOR = {
               "the content trainer has its own text loss": "supervised_logits"},
     "content": {"a codes model has no track network":
                 "exit_layer inject_gain net_lr words_gain context current current_gate words_gate own_words "
+                "word_weights "
                 "negatives goal_weight",
                 "a codes model has one loss": "text_weight text_every",
                 "a codes model's tracks are its tokenizer's codes": "modalities modality_dropout words",
@@ -28,6 +29,7 @@ ONLY_FOR = {
 }
 # the flag that moves a switch off its default, where it is not --field-name
 OFF_FLAGS = {"supervised_logits": "--all-logits", "words": "--no-words", "words_gate": "--no-words-gate",
+             "word_weights": "--no-word-weights",
              "current_gate": "--no-current-gate",
              "cards": "--no-cards",
              "cards_history": "--cards-latest"}
@@ -125,6 +127,11 @@ class TrainConfig:
     # weight read from its message (learnt), apart from the earlier turns' (talkplay.tracks.network).
     # Off: on CPCD it echoed less and ranked lower (BENCHMARKS.md, "Where the echo comes from")
     own_words: bool = False
+    # content: each request word weighed by how often the training turns whose message holds it
+    # were answered by tracks whose words hold it too (talkplay.tracks.words.word_weights): the
+    # chit-chat words titles echo ("thank", "yes") go quiet, a named artist keeps its weight.
+    # CPCD: BENCHMARKS.md, "Words learnt from the answers"
+    word_weights: bool = True
     # content: what a training target is ranked against. seen: the tracks the training
     # conversations hold; catalog: every track, which teaches "never in training" as a reason to
     # rank a track low and costs cold tracks (BENCHMARKS.md, "Learning beyond the start")

@@ -94,6 +94,11 @@ def register(app: typer.Typer) -> None:
             d.own_words, "--own-words/--no-own-words",
             help="content: the turn's own words taken out of (or added to) the request's words by a "
                  "signed weight its message says (learnt), while the earlier turns' words stay."),
+        word_weights: bool = typer.Option(
+            d.word_weights, "--word-weights/--no-word-weights",
+            help="content: weigh each request word by how often the training turns whose message "
+                 "holds it were answered by tracks whose words hold it too (chit-chat that titles "
+                 "echo goes quiet; a word no training message used keeps full weight)."),
         goal_weight: float = typer.Option(
             d.goal_weight, "--goal-weight",
             help="content: weight of the conversation's playlist (its other liked tracks not yet "
@@ -132,7 +137,7 @@ def register(app: typer.Typer) -> None:
                           modalities=modalities or None, modality_dropout=modality_dropout, cards=cards,
                           cards_history=cards_history,
                           words=words, net_lr=net_lr, current_gate=current_gate, words_gate=words_gate,
-                          own_words=own_words,
+                          own_words=own_words, word_weights=word_weights,
                           negatives=negatives, goal_weight=goal_weight,
                           context=context,
                           words_gain=words_gain, current=current)

@@ -112,6 +112,7 @@ class ContentEngine:
         meta = ContentMeta.read(run.model_dir)
         ncfg = TrackNetConfig(**json.loads((run.model_dir / "tracks.json").read_text(encoding="utf-8")))
         feats = TrackFeatures.from_run(run, dims=ncfg.dims)
+        feats.word_weights = ncfg.word_weights or None
         net = TrackNet(ncfg)
         net.load_state_dict(torch.load(run.model_dir / "tracks.pt", map_location="cpu", weights_only=True))
         lm = AutoModelForCausalLM.from_pretrained(run.model_dir, dtype=torch.float32)

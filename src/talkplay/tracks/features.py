@@ -39,6 +39,9 @@ class TrackFeatures:
     text_model: str | None = None  # the text encoder behind metadata, tags and lyrics
     text_modalities: list[str] = field(default_factory=list)
     words: WordVectors | None = None  # the request side of the ``words`` modality
+    # a trained model's weights of request words (``talkplay.tracks.words.word_weights``;
+    # None: every word at full weight, as the untrained network and models saved before)
+    word_weights: dict[str, float] | None = None
 
     @classmethod
     def from_run(cls, run: Run, dims: dict[str, int] | None = None,
@@ -99,12 +102,12 @@ class TrackFeatures:
     def requests(self, dense: np.ndarray, texts: list[str], current: np.ndarray | None = None,
                  current_texts: list[str] | None = None) -> np.ndarray:
         """What the model reads of each request (``TrackNet.request_dim`` wide): its text-encoder
-        embedding ``dense``, followed by the words vector of the same text when the features have
-        words; then ``current``, the text embedding of each turn's own message, for a net that
-        reads it (``TrackNet.reads_current``), and the words of ``current_texts``, that message,
-        for a net with a current gain."""
+        embedding ``dense``, followed by the words vector of the same text (weighed by
+        ``word_weights``) when the features have words; then ``current``, the text embedding of
+        each turn's own message, for a net that reads it (``TrackNet.reads_current``), and the
+        words of ``current_texts``, that message, for a net with a current gain."""
         def words(t: list[str]) -> list[np.ndarray]:
-            return [self.words.encode(t)] if self.words is not None else []
+            return [self.words.encode(t, self.word_weights)] if self.words is not None else []
 
         parts = [dense, *words(texts)]
         if current is not None:

@@ -87,6 +87,10 @@ class TrackNetConfig:
     # earlier turns' words too. False: none, as nets saved before. BENCHMARKS.md, "Learning
     # beyond the start"
     own_words: bool = False
+    # how much each word of a request counts in its words vector, learnt from the training turns
+    # (``talkplay.tracks.words.word_weights``; empty: every word at full weight, as nets saved
+    # before). BENCHMARKS.md, "Words learnt from the answers"
+    word_weights: dict[str, float] = field(default_factory=dict)
     # constants that change what a trained net computes or how it started, saved with it so a
     # retuned default never changes a model trained before (nets saved without them used these)
     gate_scale: float = GATE_SCALE

@@ -30,6 +30,7 @@ import torch
 from talkplay import fingerprint
 from talkplay.atomic import save_npy_atomic, write_atomic, write_json_atomic, write_jsonl_atomic
 from talkplay.cards import Cards
+from talkplay.catalog import track_document
 from talkplay.dialogs import RenderConfig, load_dialogs
 from talkplay.dialogs.render import DEFAULT_SYSTEM, turn_tracks
 from talkplay.encoders.text import TextEncoder
@@ -51,6 +52,7 @@ from talkplay.tracks.exit import decoder_layers, is_early, layer_output
 from talkplay.tracks.features import TrackFeatures, TrackSlots
 from talkplay.tracks.model import ContentModel
 from talkplay.tracks.network import TrackNet, TrackNetConfig
+from talkplay.tracks.words import word_weights
 
 log = get_logger(__name__)
 CHECKPOINT = "content.pt"
@@ -241,6 +243,30 @@ def _optimizer(model: ContentModel, cfg: Any) -> tuple[torch.optim.Optimizer, li
     return opt, params
 
 
+def learn_word_weights(run: Run, examples: list[Example]) -> dict[str, float]:
+    """``talkplay.tracks.words.word_weights`` over the training turns: each turn's own message
+    against the documents of the tracks that answer it (its targets, the whole playlist to come
+    when it has one: what the loss asks the turn to rank)."""
+    catalog = run.load_catalog(validate=False)
+    answers: dict[tuple[int, str], set[int]] = {}
+    for i, e in enumerate(examples):
+        for o in e.opens:
+            if o.target >= 0:
+                answers.setdefault((i, o.current), set()).update([o.target, *o.goal])
+    docs: dict[int, str] = {}
+
+    def doc(row: int) -> str:
+        if row not in docs:
+            docs[row] = track_document(catalog.tracks[row])
+        return docs[row]
+
+    weights = word_weights((msg, [doc(r) for r in sorted(rows)]) for (_, msg), rows in answers.items())
+    low = sorted(weights, key=weights.get)[:8]
+    log.info("request words weighed from %d training turns; lowest: %s", len(answers),
+             ", ".join(f"{w} {weights[w]:.2f}" for w in low))
+    return weights
+
+
 def prepare(run: Run, cfg: Any) -> Session:
     """Everything a training needs before its first step: data, model, optimiser, and the
     checkpoint's weights and state when ``cfg.resume`` finds one."""
@@ -265,6 +291,8 @@ def prepare(run: Run, cfg: Any) -> Session:
     # writes as many (at most k) before generating a reply, so the reply sees what it learnt
     per_turn = [n for c in convs for t in c.turns if (n := len(turn_tracks(t, slots, rcfg)))]
     reply_tracks = int(np.median(per_turn)) if per_turn else 1
+    if cfg.word_weights and feats.words is not None:
+        feats.word_weights = model.net.cfg.word_weights = learn_word_weights(run, examples)
     keys = list(dict.fromkeys(request_key(o) for e in examples for o in e.opens))
     texts = [t for t, _ in keys]
     own = [c for _, c in keys]

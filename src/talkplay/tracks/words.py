@@ -15,6 +15,12 @@ track-row network gives every track this vector as one more modality and adds th
 request's vector at ``<|music|>``; both go through projections trained with the model,
 like every other input, so it is one more thing the one network reads, not a retriever
 beside it.
+
+``weights = word_weights(pairs)`` learns, from training turns (``(message, documents of the
+tracks that answered it)`` pairs), how often each word of a message is one of its answers'
+words; ``wv.encode(texts, weights)`` weighs a request's words by it. Chit-chat that titles
+echo ("thank", "yes", "got") is almost never in the answer's words, a named artist almost
+always is; a word no training message used keeps its full weight.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,18 +77,54 @@ class WordVectors:
             v = self._dirs[word] = direction(word, self.dim, self.seed)
         return v
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) unit vectors; a text none of whose words the catalog has is zero.
+    def encode(self, texts: Sequence[str], weights: Mapping[str, float] | None = None) -> np.ndarray:
+        """(len(texts), dim) vectors; a text none of whose words the catalog has is zero.
 
         A word's weight is ``log(1 + count) * idf``; words the catalog never uses are left
-        out (they would only add noise: no track can match them).
+        out (they would only add noise: no track can match them). Without ``weights`` every
+        vector has unit length. With them (``word_weights``; 1 for a word they lack) each word's
+        share is scaled by its weight, and the vector's length is its words' largest weight: a
+        message of chit-chat alone comes out short, and chit-chat beside a named artist leaves
+        the artist at full strength instead of diluting it.
         """
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, toks in enumerate(tokenize(texts)):
             counts = Counter(w for w in toks if w in self.idf)
+            top = 0.0
             for w, c in counts.items():
-                out[i] += (math.log1p(c) * self.idf[w]) * self._direction(w)
+                m = 1.0 if weights is None else weights.get(w, 1.0)
+                out[i] += (m * math.log1p(c) * self.idf[w]) * self._direction(w)
+                top = max(top, m)
             norm = float(np.linalg.norm(out[i]))
             if norm > 0:
-                out[i] /= norm
+                out[i] *= top / norm
         return out
+
+
+def word_weights(pairs: Iterable[tuple[str, Sequence[str]]], prior: float = 1.0) -> dict[str, float]:
+    """``word_weights([(message, answer_documents), ...])`` -> ``{word: weight}`` in [0, 1].
+
+    How much more often than chance a training turn whose message holds a word was answered
+    by a track whose document holds it too: with ``c`` the share of the turns holding the word
+    in their message whose answer holds it (smoothed toward 1 by ``prior`` turns) and ``b`` the
+    share of all turns whose answer holds it, ``(c - b) / (1 - b)``. A named artist is nearly
+    always in its answer and rarely in others (near 1); "thank" never is (near 0); "you" is in
+    most answers' titles whatever the message says (low). Only words some message used are
+    listed; any other keeps weight 1 in ``WordVectors.encode``.
+    """
+    turns = 0
+    said: Counter[str] = Counter()
+    matched: Counter[str] = Counter()
+    answered: Counter[str] = Counter()
+    for message, docs in pairs:
+        answer = set().union(*map(set, tokenize(list(docs)))) if docs else set()
+        words = set(tokenize([message])[0]) if message.strip() else set()
+        turns += 1
+        answered.update(answer)
+        said.update(words)
+        matched.update(words & answer)
+    out = {}
+    for w, n in sorted(said.items()):
+        c, b = (matched[w] + prior) / (n + prior), answered[w] / turns
+        out[w] = round(min(1.0, max(0.0, (c - b) / (1.0 - b))) if b < 1 else 0.0, 4)
+    return out
