@@ -17,8 +17,8 @@ like every other input, so it is one more thing the one network reads, not a ret
 beside it.
 
 ``weights = word_weights(pairs)`` learns, from training turns (``(message, documents of the
-tracks that answered it)`` pairs), how often each word of a message is one of its answers'
-words; ``wv.encode(texts, weights)`` weighs a request's words by it. Chit-chat that titles
+tracks that answered it)`` pairs), how much more often than chance each word of a message is
+one of its answers' words; ``wv.encode(texts, weights)`` weighs a request's words by it. Chit-chat that titles
 echo ("thank", "yes", "got") is almost never in the answer's words, a named artist almost
 always is; a word no training message used keeps its full weight.
 """
@@ -112,12 +112,19 @@ def word_weights(pairs: Iterable[tuple[str, Sequence[str]]], prior: float = 1.0)
     most answers' titles whatever the message says (low). Only words some message used are
     listed; any other keeps weight 1 in ``WordVectors.encode``.
     """
+    tokens: dict[str, set[str]] = {}  # a playlist's tracks answer many turns: tokenize each once
+
+    def words_of(doc: str) -> set[str]:
+        if doc not in tokens:
+            tokens[doc] = set(tokenize([doc])[0])
+        return tokens[doc]
+
     turns = 0
     said: Counter[str] = Counter()
     matched: Counter[str] = Counter()
     answered: Counter[str] = Counter()
     for message, docs in pairs:
-        answer = set().union(*map(set, tokenize(list(docs)))) if docs else set()
+        answer = set().union(*map(words_of, docs))
         words = set(tokenize([message])[0]) if message.strip() else set()
         turns += 1
         answered.update(answer)
