@@ -18,9 +18,9 @@ beside it.
 
 ``weights = word_weights(pairs)`` learns, from training turns (``(message, documents of the
 tracks that answered it)`` pairs), how much more often than chance each word of a message is
-one of its answers' words; ``wv.encode(texts, weights)`` weighs a request's words by it. Chit-chat that titles
-echo ("thank", "yes", "got") is almost never in the answer's words, a named artist almost
-always is; a word no training message used keeps its full weight.
+one of its answers' words; ``wv.encode(texts, weights)`` weighs a request's words by it.
+Chit-chat that titles echo ("thank", "yes", "got") is almost never in the answer's words, a
+named artist almost always is; a word no training message used keeps its full weight.
 """
 
 from __future__ import annotations
