@@ -82,9 +82,12 @@ def test_word_weights_quiet_the_words_answers_never_hold_and_keep_named_ones():
              ("thank you! some queen", ["Hey Jude The Beatles"]),
              ("stormzy again", ["Clash Dave Stormzy"]), ("", ["Hey Jude The Beatles"])]
     weights = word_weights(turns)
-    # no answer but its own holds "stormzy"; none holds "thank" or "queen": their weight is the
-    # smoothed share of their messages answered with them, (0 + 1) / (turns + 1)
-    assert weights["thank"] == round(1 / 3, 4) and weights["stormzy"] == 1.0 and weights["queen"] == 0.5
+    # no answer but its own holds "stormzy"; none holds "thank" or "queen": their lift is the
+    # smoothed share of their messages answered with them, (0 + 1) / (turns + 1), and their
+    # weight its square (a word a little above chance counts for little)
+    lifts = word_weights(turns, power=1.0)
+    assert lifts["thank"] == round(1 / 3, 4) and lifts["stormzy"] == 1.0 and lifts["queen"] == 0.5
+    assert weights["thank"] == round(1 / 9, 4) and weights["stormzy"] == 1.0 and weights["queen"] == 0.25
     assert "dave" not in weights  # no message used it: full weight in encode
     # a word most answers hold whatever the message says is worth little, even when it matches
     love = word_weights([("i love it", ["Love Story"]), ("more love songs", ["Crazy in Love"]),
@@ -96,7 +99,7 @@ def test_word_weights_quiet_the_words_answers_never_hold_and_keep_named_ones():
     # weights that hold none of the text's words: the unit vector as before
     for text in ("thank you", "dave please", "thank you, more stormzy"):
         assert np.allclose(wv.encode([text], {"zzzz": 0.1}), wv.encode([text]))
-    # chit-chat alone comes out short, not rescaled to unit length ("thank" and "you" weigh 1/3)
+    # chit-chat alone comes out short, not rescaled to unit length ("thank" and "you" weigh 1/9)
     assert abs(float(np.linalg.norm(wv.encode(["thank you!"], weights)[0])) - weights["thank"]) < 1e-5
     # beside a named artist it leaves the artist at full strength
     assert abs(float(np.linalg.norm(wv.encode(["thank you, more stormzy"], weights)[0])) - 1) < 1e-5
@@ -118,7 +121,7 @@ def test_training_learns_word_weights_the_engine_reads_and_the_untrained_start_d
     run = build_synth_run(tmp_path / "run", n_train=48)
     train_run(run, TrainConfig(**tiny))  # on by default
     saved = json.loads((run.model_dir / "tracks.json").read_text())["word_weights"]
-    assert saved and all(0 < w <= 1 for w in saved.values()) and min(saved.values()) < 1
+    assert saved and all(0 <= w <= 1 for w in saved.values()) and min(saved.values()) < 1
     engine = Engine.load(run.path)
     assert engine.content.features.word_weights == saved
     untrained = UntrainedRecommender()
