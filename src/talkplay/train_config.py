@@ -127,11 +127,11 @@ class TrainConfig:
     # weight read from its message (learnt), apart from the earlier turns' (talkplay.tracks.network).
     # Off: on CPCD it echoed less and ranked lower (BENCHMARKS.md, "Where the echo comes from")
     own_words: bool = False
-    # content: each request word weighed by how much more often than chance the training turns
-    # whose message holds it were answered by tracks whose words hold it too
-    # (talkplay.tracks.words.word_weights): the chit-chat words titles echo ("thank", "yes") go
-    # quiet, a named artist keeps its weight. CPCD 5-fold CV: BENCHMARKS.md, "Words learnt from
-    # the answers"
+    # content: each request word weighed by the square of how much more often than chance the
+    # training turns whose message holds it were answered by tracks whose words hold it too
+    # (talkplay.tracks.words.word_weights): the chit-chat words titles echo ("thank", "you") go
+    # quiet, a named artist keeps its weight. CPCD 5-fold CV: BENCHMARKS.md, "Word weights
+    # squared"
     word_weights: bool = True
     # content: what a training target is ranked against. seen: the tracks the training
     # conversations hold; catalog: every track, which teaches "never in training" as a reason to

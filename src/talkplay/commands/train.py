@@ -96,10 +96,10 @@ def register(app: typer.Typer) -> None:
                  "signed weight its message says (learnt), while the earlier turns' words stay."),
         word_weights: bool = typer.Option(
             d.word_weights, "--word-weights/--no-word-weights",
-            help="content: weigh each request word by how much more often than chance the training "
-                 "turns whose message holds it were answered by tracks whose words hold it too "
-                 "(chit-chat that titles echo goes quiet; a word no training message used keeps "
-                 "full weight)."),
+            help="content: weigh each request word by the square of how much more often than chance "
+                 "the training turns whose message holds it were answered by tracks whose words "
+                 "hold it too (chit-chat that titles echo goes quiet; a word no training message "
+                 "used keeps full weight)."),
         goal_weight: float = typer.Option(
             d.goal_weight, "--goal-weight",
             help="content: weight of the conversation's playlist (its other liked tracks not yet "
