@@ -116,10 +116,9 @@ def word_weights(pairs: Iterable[tuple[str, Sequence[str]]], prior: float = 1.0,
     share of all turns whose answer holds it, the lift ``(c - b) / (1 - b)``. A named artist is
     nearly always in its answer and rarely in others (near 1); "thank" never is (near 0); "you"
     is in most answers' titles whatever the message says (low). The weight is the lift to the
-    ``power``: a word that is a little about the answer ("you" 0.10) counts for little more
-    than one that is not, which a lift taken as it is let pull titles holding it (see
-    ``POWER``). Only words some message used are listed; any other keeps weight 1 in
-    ``WordVectors.encode``.
+    ``power`` (``POWER``): a word only a little above chance ("you" 0.10 -> 0.01) then counts
+    for almost nothing, where at its lift it still pulled the titles holding it. Only words
+    some message used are listed; any other keeps weight 1 in ``WordVectors.encode``.
     """
     tokens: dict[str, set[str]] = {}  # a playlist's tracks answer many turns: tokenize each once
 
