@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from talkplay.catalog import Catalog, Conversation, Playlist
+from talkplay.exclusion import Songs
 from talkplay.run import Run
 from talkplay.splits import listening_conversations, run_split, training_playlists
 
@@ -56,8 +57,12 @@ def popularity_counts(playlists: Iterable[Playlist], conversations: Iterable[Con
 
 
 def top_k(scores: np.ndarray, ids: list[str], index: dict[str, int], k: int,
-          exclude: Iterable[str] = (), tiebreak: np.ndarray | None = None) -> list[tuple[str, float]]:
-    """The k best ``(id, score)`` not in ``exclude``; ties by ``tiebreak`` desc, then catalog order."""
+          exclude: Iterable[str] = (), tiebreak: np.ndarray | None = None,
+          songs: Songs | None = None) -> list[tuple[str, float]]:
+    """The k best ``(id, score)`` not in ``exclude``; ties by ``tiebreak`` desc, then catalog
+    order; with ``songs``, each song once and none ``exclude`` has under another id first
+    (``Songs.distinct``)."""
+    exclude = set(exclude)
     n = len(ids)
     mask = np.ones(n, dtype=bool)
     for tid in exclude:
@@ -71,8 +76,10 @@ def top_k(scores: np.ndarray, ids: list[str], index: dict[str, int], k: int,
     s = scores[rows]
     tb = tiebreak[rows] if tiebreak is not None else np.zeros(len(rows))
     # lexsort sorts by the last key first: score desc, then tiebreak desc, then row asc.
-    order = np.lexsort((rows, -tb, -s))[:k]
-    return [(ids[rows[j]], float(s[j])) for j in order]
+    if songs is None:
+        return [(ids[rows[j]], float(s[j])) for j in np.lexsort((rows, -tb, -s))[:k]]
+    order = np.lexsort((rows, -tb, -s))[: k + songs.repeats]
+    return songs.distinct([(ids[rows[j]], float(s[j])) for j in order], exclude, k)
 
 
 class CatalogRecommender:
@@ -87,6 +94,7 @@ class CatalogRecommender:
         self.index: dict[str, int] = {}
         self.popularity = np.zeros(0)
         self.playlists: list[Playlist] = []
+        self.songs: Songs | None = None
 
     def fit(self, run: Run) -> None:
         catalog = run.load_catalog(validate=False)
@@ -101,6 +109,7 @@ class CatalogRecommender:
         self.catalog = catalog
         self.ids = catalog.ids()
         self.index = dict(catalog.index)
+        self.songs = Songs(catalog)
         self.playlists = list(catalog.playlists if playlists is None else playlists)
         counts = popularity_counts(self.playlists, train)
         self.popularity = np.array([counts.get(t, 0) for t in self.ids], dtype=float)
@@ -120,4 +129,4 @@ class CatalogRecommender:
                   exclude: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, float]]:
         if self.catalog is None:
             raise RuntimeError(f"{self.name}: call fit(run) before recommend")
-        return top_k(self.scores(conversation), self.ids, self.index, k, exclude, self.popularity)
+        return top_k(self.scores(conversation), self.ids, self.index, k, exclude, self.popularity, self.songs)

@@ -25,7 +25,7 @@ class RandomRecommender(CatalogRecommender):
         # The popularity tie-break of the base class must not leak into a random ranking.
         if self.catalog is None:
             raise RuntimeError(f"{self.name}: call fit(run) before recommend")
-        return top_k(self.scores(conversation), self.ids, self.index, k, exclude)
+        return top_k(self.scores(conversation), self.ids, self.index, k, exclude, songs=self.songs)
 
 
 class PopularityRecommender(CatalogRecommender):

@@ -29,7 +29,7 @@ from talkplay.engine.lm import lm_forward, pick_token, stop_token_ids
 from talkplay.engine.protocol import EngineConfig, Recommendation, Response, collect_response, resolve_device
 from talkplay.engine.reply import ReplyGuard, ReplyWriter
 from talkplay.errors import InputError
-from talkplay.exclusion import session_exclude
+from talkplay.exclusion import Songs, session_exclude
 from talkplay.fingerprint import check_model
 from talkplay.log import get_logger
 from talkplay.modalities import MUSIC_CLOSE, MUSIC_OPEN, TRACK_SLOT
@@ -131,6 +131,11 @@ class ContentEngine:
         return pick_token(scores, gen, self.cfg.temperature, self.cfg.top_p)
 
     @cached_property
+    def songs(self) -> Songs:
+        """Which catalog tracks are one song: a list offers each once (``talkplay.exclusion``)."""
+        return Songs(self.catalog)
+
+    @cached_property
     def names(self) -> CatalogNames:
         """The catalog's titles and artists, for guarding replies (built on first use)."""
         return CatalogNames(self.catalog)
@@ -221,12 +226,13 @@ class ContentEngine:
         mask = [index[t] for t in banned if t in index]
         if mask:
             scores[torch.tensor(mask, device=self.device)] = float("-inf")
-        k = min(k, len(index) - len(mask))
-        if k <= 0:
+        n = len(index) - len(mask)
+        if min(k, n) <= 0:
             return []
-        top = torch.topk(scores, k)
+        top = torch.topk(scores, min(k + self.songs.repeats, n))
         ids = self.music.track_ids
-        return [(ids[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+        ranked = [(ids[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+        return self.songs.distinct(ranked, banned, k)
 
     def why(self, track_id: str, liked: list[str]) -> str:
         """The track's tags (else artists), then co-occurrence with tracks the user liked."""
