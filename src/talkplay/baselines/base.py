@@ -76,10 +76,9 @@ def top_k(scores: np.ndarray, ids: list[str], index: dict[str, int], k: int,
     s = scores[rows]
     tb = tiebreak[rows] if tiebreak is not None else np.zeros(len(rows))
     # lexsort sorts by the last key first: score desc, then tiebreak desc, then row asc.
-    if songs is None:
-        return [(ids[rows[j]], float(s[j])) for j in np.lexsort((rows, -tb, -s))[:k]]
-    order = np.lexsort((rows, -tb, -s))[: k + songs.repeats]
-    return songs.distinct([(ids[rows[j]], float(s[j])) for j in order], exclude, k)
+    order = np.lexsort((rows, -tb, -s))[: k + (songs.repeats if songs is not None else 0)]
+    ranked = [(ids[rows[j]], float(s[j])) for j in order]
+    return ranked if songs is None else songs.distinct(ranked, exclude, k)
 
 
 class CatalogRecommender:
