@@ -10,8 +10,9 @@ train --modalities metadata --time-budget BUDGET`` (otherwise the defaults; ``--
 adds flags), and ``talkplay eval --systems dense,bm25,untrained,talkplay`` with the follow-up
 probe. ``--parallel`` folds run at once, sharing the cores. Prints, per system, mean ± sd
 over folds of macro hit@10 and mrr@100 (overall, cold, follow-up turns) and the probe's echo
-rate, then per fold what training adds to its untrained start. A fold whose report exists is
-read, not rerun (a fold without one is rebuilt: do not start a second run on a folder whose
+rate and hit@10 with / without a follow-up before the request (all follow-ups, and the
+chit-chat alone), then per fold what training adds to its untrained start. A fold whose
+report exists is read, not rerun (a fold without one is rebuilt: do not start a second run on a folder whose
 folds are still running); ``--only`` runs (and reports) those folds alone.
 """
 
@@ -32,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpcd import folds, print_table  # noqa: E402
 
+from talkplay.evaluate.probe import CHIT_CHAT  # noqa: E402
 from talkplay.run import Run  # noqa: E402
 from talkplay.splits import SPLIT_STAGE  # noqa: E402
 
@@ -96,7 +98,8 @@ def main() -> int:
 
         picked = [int(f) for f in args.only.split(",")] if args.only else list(range(args.folds))
         results = list(pool.map(one, picked))
-    header = ["system", *(f"{p} {m}" for p, m in CELLS), "echo"]
+    header = ["system", *(f"{p} {m}" for p, m in CELLS), "echo", "with / without hit@10",
+              "chit-chat with / without hit@10"]
     rows = []
     for name in results[0]["systems"]:
         systems = [r["systems"][name] for r in results]
@@ -104,8 +107,13 @@ def main() -> int:
         for part, m in CELLS:
             vals = [cell(s, part, m) for s in systems]
             cells.append(f"{np.mean(vals):.3f} ± {np.std(vals):.3f}")
-        echo = [s["follow_ups"]["echo_rate"] for s in systems if s.get("follow_ups")]
+        probes = [s["follow_ups"] for s in systems if s.get("follow_ups", {}).get("n")]
+        echo = [p["echo_rate"] for p in probes]
         cells.append(f"{np.mean(echo):.3f} ± {np.std(echo):.3f}" if echo else "")
+        chat = [p["by_kind"][CHIT_CHAT] for p in probes if CHIT_CHAT in p.get("by_kind", {})]
+        for got in (probes, chat):
+            cells.append(f"{np.mean([p['with_follow_up']['hit@10'] for p in got]):.3f} / "
+                         f"{np.mean([p['without']['hit@10'] for p in got]):.3f}" if got else "")
         rows.append([name, *cells])
     steps = [Run(args.work / f"fold{f}").stage("train").get("steps") for f in picked]
     print(f"folds {picked} of {args.folds}, training steps per fold: {steps}, "

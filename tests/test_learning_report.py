@@ -12,7 +12,15 @@ from typer.testing import CliRunner
 from talkplay.baselines import CatalogRecommender
 from talkplay.catalog import Catalog, Conversation, Track, Turn
 from talkplay.cli import app
-from talkplay.evaluate.probe import FOLLOW_UPS, content_words, follow_up_probe, probe_cases
+from talkplay.evaluate.probe import (
+    CHIT_CHAT,
+    FOLLOW_UPS,
+    KINDS,
+    NAMES_ARTIST,
+    content_words,
+    follow_up_probe,
+    probe_cases,
+)
 from talkplay.evaluate.protocols import EvalCase
 from talkplay.evaluate.turns import FOLLOW_UP, NAMES_MUSIC, OPENING, CatalogMentions, turn_kinds
 from talkplay.run import Run
@@ -46,7 +54,7 @@ class _Fixed(CatalogRecommender):
 
 
 def _probe_world() -> tuple[Catalog, list[EvalCase]]:
-    words = sorted({w for text, named in FOLLOW_UPS if not named for w in content_words(text)})
+    words = sorted({w for text, kind in FOLLOW_UPS if kind != NAMES_ARTIST for w in content_words(text)})
     titled = [Track(id=f"w{i}", title=f"{w.title()} {s}", artists=["Ensemble"])
               for i, (w, s) in enumerate((w, s) for w in words for s in ("Zq", "Xv", "Kj"))]
     plain = [Track(id=f"p{i}", title=f"Opus {i}", artists=["Quartet"]) for i in range(30)]
@@ -71,6 +79,17 @@ def test_the_echo_rate_catches_a_system_that_matches_chit_chat_against_titles():
     assert quiet["echo_rate"] == 0.0
     # a system deaf to chit-chat ranks the real request the same with a follow-up before it
     assert quiet["with_follow_up"] == quiet["without"] and set(quiet["go_on"]) == {"hit@10", "mrr@100"}
+    # with / without per kind of follow-up: every case in one kind, the same turns with and without
+    for report in (echo, quiet):
+        assert set(report["by_kind"]) == set(KINDS)
+        assert sum(k["n"] for k in report["by_kind"].values()) == len(cases)
+    assert all(k["with_follow_up"] == k["without"] for k in quiet["by_kind"].values())
+    # a system that ranks the playlist's kind of track first, and titles sharing a word with the
+    # message above it: chit-chat before the request pushes those titles above the answer
+    echoing = _Fixed(lambda t, said: len(content_words(t.title) & said) + 0.5 * t.id.startswith("p"))
+    echoing.fit_catalog(catalog, [])
+    chat = follow_up_probe(echoing, probe, catalog)["by_kind"][CHIT_CHAT]
+    assert chat["with_follow_up"]["mrr@100"] < chat["without"]["mrr@100"]
 
 
 @pytest.fixture(scope="module")

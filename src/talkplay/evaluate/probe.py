@@ -14,8 +14,12 @@ generic follow-up (``FOLLOW_UPS``, taken in turn) is tried two ways:
   Now some reggae from the 90s"), scored against the real answer beside the same turns
   without it: chit-chat around a request should not change what it gets.
 
-Follow-ups "with names" name an artist of the answer before ("More like Bob Marley,
-please"); they are ranked but not counted in the echo rate.
+Each follow-up is of a kind (``KINDS``): chit-chat ("Thank you!", "More please"), one that
+names an artist of the answer before ("More like Bob Marley, please"; ranked but not counted
+in the echo rate), or one that asks for a change ("Something different now, please"). The
+last two change the request ("More like Drake, please. Can I get more by Future?" asks for
+both), so a different ranking with them is no fault; ``by_kind`` reports with / without for
+each kind, and chit-chat is where the two should match.
 """
 
 from __future__ import annotations
@@ -33,19 +37,21 @@ from talkplay.log import progress
 from talkplay.recommender import Recommender
 from talkplay.tracks.words import tokenize
 
-# (text, names music): "{artist}" is an artist of the conversation's previous answer
-FOLLOW_UPS: tuple[tuple[str, bool], ...] = (
-    ("Thank you!", False),
-    ("Thanks, these are great.", False),
-    ("I love it! More please.", False),
-    ("Yes, a couple more.", False),
-    ("I liked that. More in the same vein?", False),
-    ("Something different now, please.", False),
-    ("Perfect, keep them coming.", False),
-    ("Nice! What else have you got?", False),
-    ("Hmm, not really my thing. Can we try something else?", False),
-    ("Thanks! More like {artist}, please.", True),
-    ("Great, add a few more by {artist}.", True),
+CHIT_CHAT, NAMES_ARTIST, CHANGE = "chit-chat", "names an artist", "asks for a change"
+KINDS = (CHIT_CHAT, NAMES_ARTIST, CHANGE)
+# (text, kind): "{artist}" is an artist of the conversation's previous answer
+FOLLOW_UPS: tuple[tuple[str, str], ...] = (
+    ("Thank you!", CHIT_CHAT),
+    ("Thanks, these are great.", CHIT_CHAT),
+    ("I love it! More please.", CHIT_CHAT),
+    ("Yes, a couple more.", CHIT_CHAT),
+    ("I liked that. More in the same vein?", CHIT_CHAT),
+    ("Something different now, please.", CHANGE),
+    ("Perfect, keep them coming.", CHIT_CHAT),
+    ("Nice! What else have you got?", CHIT_CHAT),
+    ("Hmm, not really my thing. Can we try something else?", CHANGE),
+    ("Thanks! More like {artist}, please.", NAMES_ARTIST),
+    ("Great, add a few more by {artist}.", NAMES_ARTIST),
 )
 ECHO_DEPTH = 10
 METRICS = ("hit@10", "mrr@100")
@@ -63,7 +69,7 @@ class ProbeCase:
 
     case: EvalCase
     follow_up: str
-    names_music: bool
+    kind: str  # one of KINDS
     alone: Conversation
     prefixed: Conversation
 
@@ -83,15 +89,15 @@ def probe_cases(cases: list[EvalCase], catalog: Catalog) -> list[ProbeCase]:
         turns = case.context.turns
         if len(turns) < 2:
             continue
-        text, named = FOLLOW_UPS[len(out) % len(FOLLOW_UPS)]
-        if named:
+        text, kind = FOLLOW_UPS[len(out) % len(FOLLOW_UPS)]
+        if kind == NAMES_ARTIST:
             artist = _previous_artist(case, catalog)
-            if artist is None:  # nothing to name: the next follow-up that names nothing
-                text, named = FOLLOW_UPS[0]
+            if artist is None:  # nothing to name: the first follow-up, which names nothing
+                text, kind = FOLLOW_UPS[0]
             else:
                 text = text.format(artist=artist)
         real = turns[-1].user
-        out.append(ProbeCase(case, text, named, _ending(case.context, text),
+        out.append(ProbeCase(case, text, kind, _ending(case.context, text),
                              _ending(case.context, f"{text} {real}".strip())))
     return out
 
@@ -129,7 +135,8 @@ def follow_up_probe(rec: Recommender, pcs: list[ProbeCase], catalog: Catalog, na
                     ranked: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """The probe's report for ``rec`` on ``pcs`` (``probe_cases``; see the module docstring);
     ``{"n": 0}`` without cases. ``ranked``: the system's rankings of the unchanged cases by
-    ``docid``, when already made."""
+    ``docid``, when already made. ``by_kind``: ``n``, ``with_follow_up`` and ``without`` over
+    the cases of each kind of follow-up (``KINDS``)."""
     if not pcs:
         return {"n": 0}
     prefetch = getattr(rec, "prefetch", None)
@@ -138,13 +145,20 @@ def follow_up_probe(rec: Recommender, pcs: list[ProbeCase], catalog: Catalog, na
     echo, go_on, with_f, without = [], [], [], []
     for pc in progress(pcs, total=len(pcs), desc=f"{name} follow-ups"):
         alone = _ranked(rec, pc.alone, pc.case)
-        if not pc.names_music:
+        if pc.kind != NAMES_ARTIST:
             echo.append(echoes(alone[:ECHO_DEPTH], content_words(pc.follow_up), catalog))
         go_on.append(turn_metrics(alone, pc.case.gold))
         with_f.append(turn_metrics(_ranked(rec, pc.prefixed, pc.case), pc.case.gold))
         plain = (ranked or {}).get(pc.case.docid)
         without.append(turn_metrics(plain if plain is not None else _ranked(rec, pc.case.context, pc.case),
                                     pc.case.gold))
+    by_kind = {}
+    for kind in KINDS:
+        idx = [i for i, pc in enumerate(pcs) if pc.kind == kind]
+        if idx:
+            by_kind[kind] = {"n": len(idx), "with_follow_up": _mean([with_f[i] for i in idx]),
+                             "without": _mean([without[i] for i in idx])}
     return {"n": len(pcs), "n_echo": len(echo),
             "echo_rate": round(float(np.mean(echo)), 4) if echo else 0.0,
-            "go_on": _mean(go_on), "with_follow_up": _mean(with_f), "without": _mean(without)}
+            "go_on": _mean(go_on), "with_follow_up": _mean(with_f), "without": _mean(without),
+            "by_kind": by_kind}

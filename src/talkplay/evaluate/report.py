@@ -210,12 +210,21 @@ def probe_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     probed = {n: s["follow_ups"] for n, s in result["systems"].items() if s.get("follow_ups", {}).get("n")}
     if not probed:
         return [], []
-    header = ["system", "echo rate", "go on hit@10", "go on mrr@100", "hit@10 with", "hit@10 without",
-              "mrr@100 with", "mrr@100 without"]
-    rows = [[name, f"{p['echo_rate']:.3f}", f"{p['go_on']['hit@10']:.3f}", f"{p['go_on']['mrr@100']:.3f}",
-             f"{p['with_follow_up']['hit@10']:.3f}", f"{p['without']['hit@10']:.3f}",
-             f"{p['with_follow_up']['mrr@100']:.3f}", f"{p['without']['mrr@100']:.3f}"]
-            for name, p in probed.items()]
+    from talkplay.evaluate.probe import CHIT_CHAT
+
+    def with_without(p: dict[str, Any], metric: str) -> str:
+        return f"{p['with_follow_up'][metric]:.3f} / {p['without'][metric]:.3f}" if p else "–"
+
+    header = ["system", "echo rate", "go on hit@10", "go on mrr@100", "hit@10 with / without",
+              "mrr@100 with / without", "chit-chat: hit@10 with / without",
+              "chit-chat: mrr@100 with / without"]
+    rows = []
+    for name, p in probed.items():
+        chat = p.get("by_kind", {}).get(CHIT_CHAT, {})
+        rows.append([name, f"{p['echo_rate']:.3f}", f"{p['go_on']['hit@10']:.3f}",
+                     f"{p['go_on']['mrr@100']:.3f}",
+                     with_without(p, "hit@10"), with_without(p, "mrr@100"),
+                     with_without(chat, "hit@10"), with_without(chat, "mrr@100")])
     return header, rows
 
 
@@ -223,7 +232,8 @@ PROBE_NOTE = ("Generic follow-ups ('Thank you!', 'Yes, a couple more.', 'Somethi
               "after held-out turns. echo rate: share of the top 10, after a follow-up alone that names no "
               "music, whose title or artists share a content word with it (a curator's is 0); go on: that "
               "top 10 scored against what the curator brought next; with / without: the real request with "
-              "the follow-up before it, against the same turns without it.")
+              "the follow-up before it, against the same turns without it; chit-chat: the follow-ups that "
+              "neither name an artist nor ask for a change, the two kinds that change the request.")
 
 
 def rich_slices_tables(result: dict[str, Any]) -> list[Table]:
