@@ -12,8 +12,8 @@ probe. ``--parallel`` folds run at once, sharing the cores. Prints, per system, 
 over folds of macro hit@10 and mrr@100 (overall, cold, follow-up turns) and the probe's echo
 rate and hit@10 with / without a follow-up before the request (all follow-ups, and the
 chit-chat alone), then per fold what training adds to its untrained start. A fold whose
-report exists is read, not rerun (a fold without one is rebuilt: do not start a second run on a folder whose
-folds are still running); ``--only`` runs (and reports) those folds alone.
+report exists is read, not rerun (a fold without one is rebuilt: do not start a second run
+on a folder whose folds are still running); ``--only`` runs (and reports) those folds alone.
 """
 
 from __future__ import annotations
