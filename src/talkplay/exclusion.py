@@ -12,7 +12,6 @@ a list should offer each song once and none the session already has under anothe
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from talkplay.catalog import Catalog, Conversation, Track
@@ -47,7 +46,7 @@ class Songs:
 
     def __init__(self, catalog: Catalog) -> None:
         self.key = {t.id: key for t in catalog.tracks if (key := song_key(t)) is not None}
-        self.repeats = len(self.key) - len(Counter(self.key.values()))
+        self.repeats = len(self.key) - len(set(self.key.values()))
 
     def distinct(self, ranked: Sequence[tuple[str, float]], seen: Iterable[str], k: int
                  ) -> list[tuple[str, float]]:
