@@ -543,3 +543,51 @@ def test_the_playlist_to_come_is_a_target_beside_the_turns_own_track(tmp_path):
               for e in picked for o in e.opens if o.target >= 0 for _ in o.goal]
     assert float(out["goal_loss"]) == pytest.approx(sum(expect) / len(expect), rel=1e-5)
     assert float(out["loss"]) == pytest.approx(float(out["track_loss"] + 0.5 * out["goal_loss"]), rel=1e-5)
+
+
+def test_a_track_the_user_turned_down_counts_more_among_the_wrong_answers(tmp_path):
+    """``--disliked-weight``: the tracks a turn's user rejected (written in the answer, never a
+    target) weigh that many times in the softmax of the turn's targets; other turns' do not."""
+    import math
+
+    from talkplay.conversations import write_conversations
+    from talkplay.dialogs import load_dialogs
+    from talkplay.tracks.data import collate
+    from talkplay.tracks.train import prepare
+
+    run = build_synth_run(tmp_path / "run", n_train=24)
+    convs = load_dialogs(run, "train")
+    multi = [c for c in convs if len(c.turns) > 1][:3]
+    assert multi
+    for n, c in enumerate(multi):  # the first turn's answer also offered a track the user turned down
+        first = c.turns[0]
+        taken = {t for turn in c.turns for t in [*turn.recommended, *turn.liked]}
+        bad = next(f"t{i}" for i in range(n, 99) if f"t{i}" not in taken)
+        first.recommended = [*first.recommended, bad]
+        first.disliked = [bad]
+    write_conversations(run.dialogs_dir / "train.jsonl", convs)
+    s = prepare(run, TrainConfig(**TINY, max_steps=1, negatives="catalog", disliked_weight=3.0))
+    index = {t: i for i, t in enumerate(s.model.features.ids)}
+    picked = [e for e in s.examples if any(o.avoid for o in e.opens)]
+    assert len(picked) == len(multi)  # exactly the conversations given one
+    for e, c in zip(picked, multi, strict=True):
+        targets = [o for o in e.opens if o.target >= 0]
+        assert [len(o.avoid) for o in targets] == [1] + [0] * (len(targets) - 1)  # its own turn only
+        assert all(not o.avoid for o in e.opens if o.target < 0)  # the rejected track's own slot
+        assert targets[0].avoid == [index[c.turns[0].disliked[0]]]
+    batch = collate(picked, s.tok.pad_token_id, s.query_index)
+    assert len(batch["avoid_row"]) == len(multi)
+    s.model.track_scores = lambda hidden, rows: torch.zeros(len(hidden), len(rows))
+    losses = {}
+    for w in (1.0, 3.0):
+        with torch.no_grad():
+            losses[w] = float(s.model(**batch, queries=s.queries, text_weight=0.0, goal_weight=0.0,
+                                      disliked_weight=w)["track_loss"])
+    expect = []  # all scores 0: log of the open's candidates, a rejected one counting 3 times
+    for e in picked:
+        for o in e.opens:
+            if o.target >= 0:
+                earlier = {r for p, r in e.slots if p < o.position} - {o.target}
+                expect.append(math.log(s.model.n_tracks - len(earlier) + 2 * len(set(o.avoid) - earlier)))
+    assert losses[3.0] > losses[1.0]
+    assert losses[3.0] == pytest.approx(sum(expect) / len(expect), rel=1e-5)

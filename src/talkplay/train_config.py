@@ -22,7 +22,7 @@ ONLY_FOR = {
     "content": {"a codes model has no track network":
                 "exit_layer inject_gain net_lr words_gain context current current_gate words_gate own_words "
                 "word_weights "
-                "negatives goal_weight",
+                "negatives goal_weight disliked_weight",
                 "a codes model has one loss": "text_weight text_every",
                 "a codes model's tracks are its tokenizer's codes": "modalities modality_dropout words",
                 "the codes trainer renders no cards": "cards cards_history"},
@@ -141,6 +141,10 @@ class TrainConfig:
     # targets beside each turn's own track: CPCD judges a turn by the whole playlist to come, and a
     # follow-up that names nothing is answered from it (0: the turn's own track only)
     goal_weight: float = 1.0
+    # content: how many times a track the user turned down at a turn (CPCD's disliked results:
+    # 2,163 over 694 turns, a curator's candidates that missed) counts among that turn's wrong
+    # answers; 1: as any other track
+    disliked_weight: float = 1.0
 
     def validate(self) -> None:
         checks = [
@@ -162,6 +166,7 @@ class TrainConfig:
             (self.current >= 0, "--current must be 0 (none) or positive"),
             (self.words_gain >= 0, "--words-gain must be 0 or positive"),
             (self.goal_weight >= 0, "--goal-weight must be 0 (none) or positive"),
+            (self.disliked_weight > 0, "--disliked-weight must be positive (1: as any other track)"),
             (self.negatives in NEGATIVES, f"--negatives must be one of {', '.join(NEGATIVES)}"),
         ]
         for ok, msg in checks:

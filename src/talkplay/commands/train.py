@@ -104,6 +104,10 @@ def register(app: typer.Typer) -> None:
             d.goal_weight, "--goal-weight",
             help="content: weight of the conversation's playlist (its other liked tracks not yet "
                  "written) as targets beside each turn's own track (0: the turn's own only)."),
+        disliked_weight: float = typer.Option(
+            d.disliked_weight, "--disliked-weight",
+            help="content: how many times a track the user turned down at a turn counts among that "
+                 "turn's wrong answers (1: as any other track)."),
         negatives: str = typer.Option(
             d.negatives, "--negatives",
             help="content: what a training target is ranked against: seen (the tracks the training "
@@ -139,7 +143,7 @@ def register(app: typer.Typer) -> None:
                           cards_history=cards_history,
                           words=words, net_lr=net_lr, current_gate=current_gate, words_gate=words_gate,
                           own_words=own_words, word_weights=word_weights,
-                          negatives=negatives, goal_weight=goal_weight,
+                          negatives=negatives, goal_weight=goal_weight, disliked_weight=disliked_weight,
                           context=context,
                           words_gain=words_gain, current=current)
         out = train_run(Run(run), cfg)

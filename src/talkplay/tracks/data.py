@@ -6,9 +6,10 @@ and the track's row, and for every block the assistant writes, the ``<|music|>``
 where the model predicts the track, the request text whose embedding is added there, and
 the target row (-1 when the track is not a target, e.g. one the user rejected), the turn's
 own message and the conversation's tracks so far (``context_tracks``), which the model also
-reads there, and the playlist still to come (``goal_rows``). ``collate(examples, pad_id,
-query_index)`` pads a batch into the tensors ``ContentModel.forward`` reads (each open's goal
-rows as ``goal_open``/``goal_row`` pairs).
+reads there, the playlist still to come (``goal_rows``) and the tracks the user turned down at
+that turn. ``collate(examples, pad_id, query_index)`` pads a batch into the tensors
+``ContentModel.forward`` reads (each open's goal rows as ``goal_open``/``goal_row`` pairs, its
+turned-down rows as ``avoid_open``/``avoid_row``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ class Open:
     """One ``<|music|>`` the assistant writes: where, what request it answers, which row is the
     target (-1: none), the turn's own message, the context (``(row, weight)`` pairs) and
     ``goal``: the rows of the conversation's other liked tracks not written before it (the
-    playlist the conversation is building; see ``goal_rows``)."""
+    playlist the conversation is building; see ``goal_rows``); ``avoid``: the rows of the
+    tracks the user turned down at this turn (``Turn.disliked``), the wrong answers nearest
+    the right ones."""
 
     position: int
     text: str
@@ -76,6 +79,7 @@ class Open:
     current: str = ""
     context: list[tuple[int, float]] = field(default_factory=list)
     goal: list[int] = field(default_factory=list)
+    avoid: list[int] = field(default_factory=list)
 
 
 def goal_rows(conv: Conversation, index: dict[str, int]) -> list[int]:
@@ -112,6 +116,9 @@ class Example:
                 ex.opens.append(Open(p - 1, query_text(conv, turn), target, current_text(conv, turn),
                                      context_rows(conv, turn, slots.index),
                                      [g for g in goal if g != row and g not in earlier]
+                                     if target >= 0 else [],
+                                     [slots.index[t] for t in dict.fromkeys(conv.turns[turn].disliked)
+                                      if t in slots.index and slots.index[t] != row]
                                      if target >= 0 else []))
             ex.slots.append((p, row))
             earlier.add(row)
@@ -135,11 +142,12 @@ def request_key(o: Open) -> tuple[str, str]:
 def collate(examples: list[Example], pad_id: int,
             query_index: dict[tuple[str, str], int]) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``/``labels`` and flat index tensors for slots, opens (their
-    request vector's index in ``query_index``, keyed by ``request_key``) and context tracks."""
+    request vector's index in ``query_index``, keyed by ``request_key``), context tracks,
+    goal tracks and turned-down tracks (pairs of an open's index and a row)."""
     n = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), n), -100, dtype=torch.long)
-    sb, sp, sr, ob, op, oq, ot, co, cr, go, gr = [], [], [], [], [], [], [], [], [], [], []
+    sb, sp, sr, ob, op, oq, ot, co, cr, go, gr, ao, ar = [], [], [], [], [], [], [], [], [], [], [], [], []
     cw: list[float] = []
     for b, e in enumerate(examples):
         ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
@@ -151,6 +159,8 @@ def collate(examples: list[Example], pad_id: int,
                 co.append(len(ob)), cr.append(r), cw.append(w)
             for r in o.goal:
                 go.append(len(ob)), gr.append(r)
+            for r in o.avoid:
+                ao.append(len(ob)), ar.append(r)
             ob.append(b), op.append(o.position), oq.append(query_index[request_key(o)]), ot.append(o.target)
 
     def lt(x: list[int]) -> torch.Tensor:
@@ -159,4 +169,4 @@ def collate(examples: list[Example], pad_id: int,
     return {"input_ids": ids, "labels": labels, "slot_b": lt(sb), "slot_p": lt(sp), "slot_row": lt(sr),
             "open_b": lt(ob), "open_p": lt(op), "open_q": lt(oq), "open_target": lt(ot),
             "ctx_open": lt(co), "ctx_row": lt(cr), "ctx_w": torch.tensor(cw, dtype=torch.float32),
-            "goal_open": lt(go), "goal_row": lt(gr)}
+            "goal_open": lt(go), "goal_row": lt(gr), "avoid_open": lt(ao), "avoid_row": lt(ar)}

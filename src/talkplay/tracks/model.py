@@ -10,6 +10,7 @@ for training; ``model.embed(...)`` and ``model.track_scores(...)`` serve inferen
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -105,8 +106,9 @@ class ContentModel(nn.Module):
                 open_q: torch.Tensor, open_target: torch.Tensor, queries: torch.Tensor,
                 ctx_open: torch.Tensor | None = None, ctx_row: torch.Tensor | None = None,
                 ctx_w: torch.Tensor | None = None, goal_open: torch.Tensor | None = None,
-                goal_row: torch.Tensor | None = None, text_weight: float = 1.0,
-                goal_weight: float = 0.0) -> dict[str, torch.Tensor]:
+                goal_row: torch.Tensor | None = None, avoid_open: torch.Tensor | None = None,
+                avoid_row: torch.Tensor | None = None, text_weight: float = 1.0,
+                goal_weight: float = 0.0, disliked_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """``{"loss", "text_loss", "track_loss", "goal_loss", "n_text", "n_tracks"}`` for one batch.
 
         The text loss is the LM's cross-entropy on the supervised reply tokens (its head run
@@ -117,11 +119,19 @@ class ContentModel(nn.Module):
         candidates, a sampled one over the batch's own tracks (in-batch negatives) and
         ``negatives`` random candidates. With ``goal_weight``, each open's ``goal`` tracks
         (``goal_open``/``goal_row`` pairs: the playlist the conversation builds, beyond the
-        turn's own track) are targets too, their mean cross-entropy weighted so.
+        turn's own track) are targets too, their mean cross-entropy weighted so. With
+        ``disliked_weight`` other than 1, each open's turned-down tracks (``avoid_open``/
+        ``avoid_row`` pairs: what the user rejected at that turn) count that many times among
+        its wrong answers (their logits plus its log): the near misses a curator's own
+        candidates are, where the rest of the catalog is mostly far off.
         """
         goal = goal_weight > 0 and goal_row is not None and len(goal_row) > 0
         if not goal:
             goal_row = slot_row[:0]
+        avoid = (disliked_weight != 1.0 and avoid_open is not None and avoid_row is not None
+                 and len(avoid_row) > 0)
+        if not avoid:
+            avoid_row = slot_row[:0]
         cand_rows = self.candidates.to(slot_row.device) if self.candidates is not None else None
         n_cand = self.n_tracks if cand_rows is None else len(cand_rows)
         if n_cand > self.full_softmax_max:
@@ -129,7 +139,7 @@ class ContentModel(nn.Module):
             if cand_rows is not None:
                 extra = cand_rows[extra]
             ctx = ctx_row if ctx_row is not None else slot_row[:0]
-            parts = [slot_row, open_target.clamp(min=0), ctx, goal_row, extra]
+            parts = [slot_row, open_target.clamp(min=0), ctx, goal_row, avoid_row, extra]
             cand, inverse = torch.unique(torch.cat(parts), return_inverse=True)
             n_slots, n_opens = len(slot_row), len(open_target)
             slot_row = inverse[:n_slots]
@@ -138,6 +148,8 @@ class ContentModel(nn.Module):
                 ctx_row = inverse[n_slots + n_opens: n_slots + n_opens + len(ctx)]
             n_before = n_slots + n_opens + len(ctx)
             goal_row = inverse[n_before: n_before + len(goal_row)]
+            n_before += len(goal_row)
+            avoid_row = inverse[n_before: n_before + len(avoid_row)]
             rows = self.rows(cand)
             cand_rows = None  # the sampled rows are the candidates
         else:
@@ -162,7 +174,8 @@ class ContentModel(nn.Module):
         if sel.any():
             track_loss, goal_loss = self._track_losses(
                 at_exit, rows, cand_rows, (slot_b, slot_p, slot_row), sel, open_b, open_p, open_target,
-                goal_open, goal_row if goal else None)
+                goal_open, goal_row if goal else None,
+                (avoid_open, avoid_row, disliked_weight) if avoid else None)
         return {"loss": text_weight * text_loss + track_loss + goal_weight * goal_loss,
                 "text_loss": text_loss.detach(), "track_loss": track_loss.detach(),
                 "goal_loss": goal_loss.detach(), "n_text": keep.sum(), "n_tracks": sel.sum()}
@@ -170,10 +183,12 @@ class ContentModel(nn.Module):
     def _track_losses(self, at_exit: torch.Tensor, rows: torch.Tensor, cand_rows: torch.Tensor | None,
                       slots: tuple[torch.Tensor, torch.Tensor, torch.Tensor], sel: torch.Tensor,
                       open_b: torch.Tensor, open_p: torch.Tensor, open_target: torch.Tensor,
-                      goal_open: torch.Tensor | None, goal_row: torch.Tensor | None
+                      goal_open: torch.Tensor | None, goal_row: torch.Tensor | None,
+                      avoid: tuple[torch.Tensor, torch.Tensor, float] | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """(target cross-entropy, goal cross-entropy) of the supervised opens ``sel`` (see ``forward``).
-        ``cand_rows``: the rows ranked (None: all of ``rows``); ``slots``: (batch, position, row)."""
+        ``cand_rows``: the rows ranked (None: all of ``rows``); ``slots``: (batch, position, row);
+        ``avoid``: (open, row, weight) of the turned-down tracks."""
         slot_b, slot_p, slot_row = slots
         ob, op, target_row = open_b[sel], open_p[sel], open_target[sel]
         ranked, col = rows, slot_row
@@ -183,7 +198,17 @@ class ContentModel(nn.Module):
             place[cand_rows] = torch.arange(len(cand_rows), device=rows.device)
             target_row, col = place[target_row], place[slot_row]
             goal_row = place[goal_row] if goal_row is not None else None
+            if avoid is not None:
+                avoid = (avoid[0], place[avoid[1]], avoid[2])
         scores = self.track_scores(at_exit[ob, op], ranked)
+        # each open's index among sel, for the per-open pairs (goal, avoid)
+        where = torch.full((len(open_target),), -1, dtype=torch.long, device=scores.device)
+        where[sel] = torch.arange(int(sel.sum()), device=scores.device)
+        if avoid is not None:  # a turned-down track counts `weight` times
+            a_open, a_row = where[avoid[0]], avoid[1]
+            ok = (a_open >= 0) & (a_row >= 0)  # (a row outside the candidates is never ranked)
+            bump = torch.full((int(ok.sum()),), math.log(avoid[2]), device=scores.device, dtype=scores.dtype)
+            scores = scores.index_put((a_open[ok], a_row[ok]), bump, accumulate=True)
         # the conversation's tracks before this <|music|> are never offered again (the engine
         # excludes them: talkplay.exclusion), so the target ranks among the others; left in,
         # they teach that the tracks so far, which the context points at, are wrong answers
@@ -193,8 +218,6 @@ class ContentModel(nn.Module):
         track_loss = nn.functional.cross_entropy(scores, target_row)
         goal_loss = torch.zeros((), device=scores.device)  # (scores hold -inf: no 0 * sum)
         if goal_row is not None and goal_open is not None:  # goal pairs, by their open's index among sel
-            where = torch.full((len(open_target),), -1, dtype=torch.long, device=scores.device)
-            where[sel] = torch.arange(int(sel.sum()), device=scores.device)
             g_open = where[goal_open]
             ok = (g_open >= 0) & (goal_row >= 0)
             if ok.any():

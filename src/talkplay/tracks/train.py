@@ -350,7 +350,7 @@ def step(s: Session, t_loop: float) -> dict[str, Any]:
     # with an early exit, only every text_every-th step runs the whole stack for the reply
     text_step = net.cfg.exit_layer is None or state["step"] % cfg.text_every == 0
     out = s.model(**batch, queries=s.queries, text_weight=cfg.text_weight if text_step else 0.0,
-                  goal_weight=cfg.goal_weight)
+                  goal_weight=cfg.goal_weight, disliked_weight=cfg.disliked_weight)
     acc.backward(out["loss"])
     acc.clip_grad_norm_(s.params, 1.0)
     s.opt.step()
