@@ -591,3 +591,10 @@ def test_a_track_the_user_turned_down_counts_more_among_the_wrong_answers(tmp_pa
                 expect.append(math.log(s.model.n_tracks - len(earlier) + 2 * len(set(o.avoid) - earlier)))
     assert losses[3.0] > losses[1.0]
     assert losses[3.0] == pytest.approx(sum(expect) / len(expect), rel=1e-5)
+    s.model.full_softmax_max, s.model.negatives = 4, 3  # sampled: the rejected tracks join the rivals
+    for w in (1.0, 3.0):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            out = s.model(**batch, queries=s.queries, text_weight=0.0, disliked_weight=w)
+        losses[w] = float(out["track_loss"])
+    assert losses[3.0] > losses[1.0]

@@ -143,7 +143,8 @@ class TrainConfig:
     goal_weight: float = 1.0
     # content: how many times a track the user turned down at a turn (CPCD's disliked results:
     # 2,163 over 694 turns, a curator's candidates that missed) counts among that turn's wrong
-    # answers; 1: as any other track
+    # answers; 1: as any other track. On CPCD 350/50 4 ranked level with 1 (BENCHMARKS.md, "Each
+    # song once"), so it stays off
     disliked_weight: float = 1.0
 
     def validate(self) -> None:
