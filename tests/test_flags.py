@@ -22,8 +22,8 @@ CONTENT_FLAGS = [["--exit-layer", "0"], ["--inject-gain", "2"], ["--text-weight"
                  ["--text-every", "2"], ["--modalities", "metadata"], ["--modality-dropout", "0.1"],
                  ["--no-words"], ["--net-lr", "0.5"], ["--words-gain", "0.5"], ["--context", "0"],
                  ["--current", "0"], ["--no-current-gate"], ["--no-words-gate"], ["--negatives", "catalog"],
-                 ["--goal-weight", "0"], ["--disliked-weight", "2"], ["--own-words"], ["--no-word-weights"],
-                 ["--no-cards"], ["--cards-latest"]]
+                 ["--goal-weight", "0"], ["--disliked-weight", "2"], ["--every-turn"], ["--own-words"],
+                 ["--no-word-weights"], ["--no-cards"], ["--cards-latest"]]
 
 
 def test_every_flag_of_the_table_is_driven():

@@ -295,6 +295,38 @@ def test_sampled_softmax_past_the_full_softmax_limit(tmp_path):
     assert model.net.proj["tags"].weight.grad is not None
 
 
+def test_every_turn_trains_the_turns_a_long_conversation_drops(tmp_path):
+    """``--every-turn``: where ``--max-length`` drops a conversation's oldest turns, they come
+    back as examples of the conversation up to where they end, so each turn's tracks are
+    targets exactly once; without it they are never targets."""
+    import dataclasses
+
+    from talkplay.dialogs import RenderConfig, load_dialogs
+    from talkplay.tracks.data import Example
+    from talkplay.tracks.features import TrackSlots
+    from talkplay.tracks.train import build_model
+
+    run = build_synth_run(tmp_path / "run", n_train=48)
+    feats = TrackFeatures.from_run(run)
+    _, tok, _ = build_model(run, TrainConfig(**TINY), feats)
+    slots = TrackSlots(feats.ids)
+    base = next(c for c in load_dialogs(run, "train") if len(c.turns) > 1)
+    conv = dataclasses.replace(base, turns=[dataclasses.replace(base.turns[i % len(base.turns)])
+                                            for i in range(6)])  # six turns: too long for 96 tokens
+    cfg = RenderConfig(max_length=96)
+
+    last = Example.build(conv, tok, slots, cfg)
+    every = Example.build_every_turn(conv, tok, slots, cfg)
+    assert len(every) > 1 and every[0].input_ids == last.input_ids  # the first is the usual one
+    assert all(len(e.input_ids) <= 96 for e in every)
+    per_turn = [slots.index[t] for t in conv.turns for t in t.recommended]
+    assert sum(o.target >= 0 for e in every for o in e.opens) == len(per_turn)  # each turn once
+    assert sum(o.target >= 0 for o in last.opens) < len(per_turn)  # the oldest were dropped
+    assert sorted(o.target for e in every for o in e.opens if o.target >= 0) == sorted(per_turn)
+    short = dataclasses.replace(conv, turns=conv.turns[:1])
+    assert len(Example.build_every_turn(short, tok, slots, cfg)) == 1  # what fits stays one example
+
+
 def test_recommender_contract_on_the_content_model(synth_content):
     from talkplay.engine import TalkPlayRecommender
     from talkplay.recommender import Recommender

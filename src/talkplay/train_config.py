@@ -22,7 +22,7 @@ ONLY_FOR = {
     "content": {"a codes model has no track network":
                 "exit_layer inject_gain net_lr words_gain context current current_gate words_gate own_words "
                 "word_weights "
-                "negatives goal_weight disliked_weight",
+                "negatives goal_weight disliked_weight every_turn",
                 "a codes model has one loss": "text_weight text_every",
                 "a codes model's tracks are its tokenizer's codes": "modalities modality_dropout words",
                 "the codes trainer renders no cards": "cards cards_history"},
@@ -146,6 +146,10 @@ class TrainConfig:
     # answers; 1: as any other track. On CPCD 350/50 4 ranked level with 1 (BENCHMARKS.md, "Each
     # song once"), so it stays off
     disliked_weight: float = 1.0
+    # content: a conversation longer than --max-length also trains the turns it drops (the
+    # oldest), as one more example that ends where they end (talkplay.tracks.data.Example.
+    # build_every_turn); False: they are dropped
+    every_turn: bool = False
 
     def validate(self) -> None:
         checks = [

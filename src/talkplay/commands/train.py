@@ -108,6 +108,10 @@ def register(app: typer.Typer) -> None:
             d.disliked_weight, "--disliked-weight",
             help="content: how many times a track the user turned down at a turn counts among that "
                  "turn's wrong answers (1: as any other track)."),
+        every_turn: bool = typer.Option(
+            d.every_turn, "--every-turn/--last-turns",
+            help="content: a conversation longer than --max-length also trains the oldest turns it "
+                 "drops, as one more example ending where they end (--last-turns: they are dropped)."),
         negatives: str = typer.Option(
             d.negatives, "--negatives",
             help="content: what a training target is ranked against: seen (the tracks the training "
@@ -144,6 +148,7 @@ def register(app: typer.Typer) -> None:
                           words=words, net_lr=net_lr, current_gate=current_gate, words_gate=words_gate,
                           own_words=own_words, word_weights=word_weights,
                           negatives=negatives, goal_weight=goal_weight, disliked_weight=disliked_weight,
+                          every_turn=every_turn,
                           context=context,
                           words_gain=words_gain, current=current)
         out = train_run(Run(run), cfg)

@@ -14,6 +14,7 @@ turned-down rows as ``avoid_open``/``avoid_row``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,19 @@ class Example:
     @classmethod
     def build(cls, conv: Conversation, tok: Any, slots: Any, cfg: RenderConfig) -> Example:
         return cls.from_rendered(render(conv, tok, slots, cfg), conv, tok, slots)
+
+    @classmethod
+    def build_every_turn(cls, conv: Conversation, tok: Any, slots: Any, cfg: RenderConfig) -> list[Example]:
+        """``Example.build``, and where ``cfg.max_length`` drops the oldest turns, one more example
+        of the conversation up to the last dropped turn (and so on): every turn is trained once,
+        the openings and early follow-ups too, each with as much of what came before as fits."""
+        out, end = [], len(conv.turns)
+        while end:
+            part = conv if end == len(conv.turns) else dataclasses.replace(conv, turns=conv.turns[:end])
+            r = render(part, tok, slots, cfg)
+            out.append(cls.from_rendered(r, part, tok, slots))
+            end = r.dropped_turns
+        return out
 
     @property
     def supervised(self) -> bool:
