@@ -284,10 +284,8 @@ def prepare(run: Run, cfg: Any) -> Session:
     slots = TrackSlots(feats.ids)
     cards = Cards(run.load_catalog(validate=False)) if cfg.cards else None
     rcfg = RenderConfig(max_length=cfg.max_length, cards=cards, cards_history=cfg.cards_history)
-    if cfg.every_turn:
-        examples = [e for c in convs for e in Example.build_every_turn(c, tok, slots, rcfg) if e.supervised]
-    else:
-        examples = [e for e in (Example.build(c, tok, slots, rcfg) for c in convs) if e.supervised]
+    examples = [e for c in convs for e in (Example.build_every_turn(c, tok, slots, rcfg) if cfg.every_turn
+                                          else [Example.build(c, tok, slots, rcfg)]) if e.supervised]
     if not examples:
         raise TalkPlayError(f"{run.dialogs_dir / 'train.jsonl'} has no conversation with a supervised turn")
     # how many tracks an answer writes before its reply in the training data; the engine
